@@ -1,0 +1,59 @@
+"""Shared pieces of the benchmark scripts: machine description and RESULTS.md appending."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+
+
+def machine() -> str:
+    """One line describing the host: CPU model, cores, memory, accelerator, versions."""
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(open("/proc/meminfo").readline().split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    dev = jax.devices()[0]
+    accel = f"{dev.platform}: {getattr(dev, 'device_kind', '')} × {jax.device_count()}"
+    gpu = ""
+    if dev.platform == "gpu":
+        try:
+            gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores{mem}; JAX {jax.__version__} on {accel}"
+        + (f" ({gpu})" if gpu else "")
+        + f"; Python {platform.python_version()}"
+    )
+
+
+def append_results(title: str, table: str, notes: str = "") -> None:
+    """Appends a dated section to benchmarks/RESULTS.md."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    with open(RESULTS, "a") as f:
+        f.write(f"\n## {title} ({stamp})\n\nMachine: {machine()}\n\n{table}\n")
+        if notes:
+            f.write(f"\n{notes}\n")
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)

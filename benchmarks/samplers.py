@@ -1,0 +1,148 @@
+"""Samples/s and network evaluations/s of each sampler with a small DiT (not a test).
+
+    python benchmarks/samplers.py [--model DiT-tiny/2] [--batch 64] [--steps 50] [--cfg 1.5]
+
+Times the compiled `jaxdiff.sampling.sample` (after a warm-up call that compiles it) for
+every registered sampler with classifier-free guidance (two network rows per sample), and
+the bare guided network call alone, so the sampler's own overhead per evaluation shows.
+Prints a table and appends it, with a machine description, to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+from jax.tree_util import Partial
+
+from jaxdiff import noise, sampling
+from jaxdiff.models import get_model
+from jaxdiff.models.conditioning import logsnr_to_cond
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_description() -> str:
+    """One line: devices, host CPU, core count, load average (other jobs), JAX version."""
+    devices = jax.devices()
+    kinds = sorted({d.device_kind for d in devices})
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{len(devices)}× {'/'.join(kinds)} ({jax.default_backend()}); host {_cpu_name()}, "
+        f"{os.cpu_count()} cores, load average {load:.1f}; jax {jax.__version__}"
+    )
+
+
+def _apply(model, variables, x, lam, y):
+    """model_fn(x, lam, y) of the guidance wrapper: λ -> cond, first C output channels."""
+    out = model.apply(variables, x, logsnr_to_cond(lam), y)
+    return out[..., : x.shape[-1]]
+
+
+def _time(fn, repeats: int) -> float:
+    """Best wall time of `repeats` calls of fn() (results blocked on)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run(args) -> list[dict]:
+    model = get_model(
+        args.model,
+        image_size=args.image_size,
+        in_channels=args.channels,
+        num_classes=10,
+        learn_sigma=False,
+    )
+    shape = (args.batch, args.image_size, args.image_size, args.channels)
+    x = jnp.zeros(shape)
+    y = jnp.arange(args.batch, dtype=jnp.int32) % 10
+    variables = model.init(jax.random.key(0), x, jnp.zeros(args.batch), y)
+    model_fn = Partial(functools.partial(_apply, model), variables)  # model static, params data
+    denoise = sampling.cfg_denoise_fn(model_fn, y, 10, args.cfg)
+    schedule = noise.get_schedule("cosine")
+    lam = jnp.zeros(args.batch)
+
+    bare = jax.jit(lambda f, x, lam: f(x, lam))
+    jax.block_until_ready(bare(denoise, x, lam))
+    t_net = _time(lambda: bare(denoise, x, lam), args.repeats)
+    rows = [dict(method="network only", steps=1, nfe=1, seconds=t_net)]
+    for method in sampling.list_samplers():
+        call = lambda m=method: sampling.sample(
+            jax.random.key(1), denoise, shape, schedule, args.steps, method=m
+        )
+        start = time.perf_counter()
+        jax.block_until_ready(call())
+        compile_s = time.perf_counter() - start
+        nfe = sampling.num_evaluations(method, args.steps)
+        seconds = _time(call, args.repeats)
+        rows.append(
+            dict(method=method, steps=args.steps, nfe=nfe, seconds=seconds, compile_s=compile_s)
+        )
+    for r in rows:
+        r["samples_per_s"] = args.batch / r["seconds"] if r["method"] != "network only" else None
+        # Guided: each evaluation runs the network on 2·batch rows.
+        r["evals_per_s"] = 2 * args.batch * r["nfe"] / r["seconds"]
+    return rows
+
+
+def format_table(rows: list[dict], args) -> str:
+    head = (
+        f"### Samplers: {args.model}, {args.image_size}×{args.image_size}×{args.channels}, "
+        f"batch {args.batch}, CFG {args.cfg} (2 rows per sample), cosine schedule\n\n"
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {machine_description()}\n\n"
+        "| method | steps | NFE | s / batch | samples/s | network rows/s | compile s |\n"
+        "|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        sps = "—" if r["samples_per_s"] is None else f"{r['samples_per_s']:.1f}"
+        comp = f"{r['compile_s']:.1f}" if "compile_s" in r else "—"
+        lines.append(
+            f"| {r['method']} | {r['steps']} | {r['nfe']} | {r['seconds']:.3f} | {sps} | "
+            f"{r['evals_per_s']:.0f} | {comp} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="DiT-tiny/2")
+    parser.add_argument("--image_size", type=int, default=16)
+    parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--cfg", type=float, default=1.5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no_write", action="store_true", help="do not append to RESULTS.md")
+    args = parser.parse_args()
+    table = format_table(run(args), args)
+    print(table)
+    if not args.no_write:
+        with open(RESULTS, "a") as f:
+            f.write("\n" + table)
+        print(f"appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The embedded default: a small DiT on scikit-learn's handwritten digits (no download).
+
+A few minutes on a 2-core CPU. Variants:
+  ``:tiny``            seconds, for tests and smoke runs;
+  ``:size=32``         resolution sweep (8/16/32/64 px; the digits are resized);
+  ``:model=DiT-S/2``   any registry model (widths then come from the registry).
+"""
+
+from jaxdiff.training.config import base_config, parse_variant
+
+
+def get_config(arg=None):
+    v = parse_variant(arg)
+    c = base_config()
+    c.total_steps = 3000
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 500
+    c.sample_every_steps = 1000
+    c.eval_every_steps = 1000
+    c.data.name = "digits"
+    c.data.image_size = int(v.get("size", 16))
+    c.data.channels = 1
+    c.data.num_classes = 10
+    c.data.batch_size = 64
+    c.model.name = "DiT-S/2"
+    c.model.overrides = dict(depth=4, hidden_size=128, num_heads=4)
+    c.noise.schedule = "cosine"
+    c.noise.target = "eps"
+    c.noise.weighting = "snr"
+    c.optim.name = "adamw"
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = 100
+    c.optim.decay = "cosine"
+    c.optim.grad_clip = 1.0
+    c.ema.decays = (0.999,)
+    c.train.label_dropout = 0.1
+    c.sampling.method = "ddim"
+    c.sampling.steps = 50
+    c.sampling.num_grid = 100
+    c.sampling.batch_size = 100
+    c.eval.digits_num_samples = 500
+    if "model" in v:
+        c.model.name = v["model"]
+        c.model.overrides = {}
+    if v.get("tiny"):
+        c.total_steps = 6
+        c.log_every_steps = 1
+        c.checkpoint_every_steps = 3
+        c.sample_every_steps = 6
+        c.eval_every_steps = 0
+        c.data.image_size = int(v.get("size", 8))
+        c.data.batch_size = 16
+        c.model.name = "DiT-tiny/2"
+        c.model.overrides = dict(depth=1, hidden_size=32, num_heads=2)
+        c.optim.warmup_steps = 0
+        c.optim.decay = "constant"
+        c.sampling.steps = 4
+        c.sampling.num_grid = 16
+        c.sampling.batch_size = 16
+        c.eval.digits_num_samples = 64
+    return c

@@ -1,0 +1,273 @@
+"""Random-access data sources: the embedded digits, TFDS datasets, image folders, latents.
+
+Every source has `len(source)` and `source[i] -> {"image": float32 (H, W, C), "label": int32}`,
+already preprocessed (decoded, cropped/resized to `data.image_size`, scaled to [-1, 1]) but
+not augmented, so Grain can read any record by index in any process. TFDS datasets are read
+through `tfds.data_source` (array_record files, no TensorFlow needed at read time).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from jaxdiff.data import digits as digits_lib
+
+SOURCE_NAMES = ("digits", "imagefolder", "latents", "<any TFDS dataset name>")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+_DEFAULTS: dict[str, Any] = {
+    "image_size": 32,
+    "channels": 3,
+    "data_dir": None,
+    "image_key": "image",
+    "label_key": "label",
+    "center_crop": True,
+    "num_classes": None,
+    "tfds_name": None,
+    "latent_scale": 1.0,
+}
+
+
+def config_get(data_config: Any, key: str, default: Any = None) -> Any:
+    """`data_config.key` for an ml_collections ConfigDict or a plain dict, else `default`."""
+    if isinstance(data_config, Mapping):
+        return data_config.get(key, default)
+    try:
+        return data_config.get(key, default)
+    except AttributeError:
+        return getattr(data_config, key, default)
+
+
+def _field(data_config: Any, key: str) -> Any:
+    return config_get(data_config, key, _DEFAULTS.get(key))
+
+
+def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """ADM/DiT center crop: uint8 (H, W, C) -> uint8 (size, size, C).
+
+    While the short side is at least 2·size, halve the image with a box filter; then resize
+    bicubically so the short side equals `size`; then crop the central size×size square
+    (Dhariwal & Nichol 2021, `center_crop_arr`; also used by DiT).
+    """
+    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    while min(pil.size) >= 2 * size:
+        pil = pil.resize(tuple(s // 2 for s in pil.size), resample=Image.Resampling.BOX)
+    scale = size / min(pil.size)
+    pil = pil.resize(tuple(round(s * scale) for s in pil.size), resample=Image.Resampling.BICUBIC)
+    arr = np.asarray(pil)
+    top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
+    arr = arr[top : top + size, left : left + size]
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Bicubic resize of uint8 (H, W, C) to (size, size, C), ignoring the aspect ratio."""
+    if image.shape[:2] == (size, size):
+        return image
+    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    arr = np.asarray(pil.resize((size, size), resample=Image.Resampling.BICUBIC))
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def preprocess_image(
+    image: np.ndarray, *, image_size: int, channels: int, center_crop: bool
+) -> np.ndarray:
+    """uint8 (H, W, C) or (H, W) -> float32 (image_size, image_size, channels) in [-1, 1].
+
+    Center crop then resize (`center_crop=True`) or a plain resize; grey is replicated to
+    RGB and RGB is reduced to grey with ITU-R 601 luma (PIL's "L") when `channels` asks;
+    then x / 127.5 − 1.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == 4:
+        image = image[..., :3]
+    if image.shape[:2] != (image_size, image_size):
+        image = (center_crop_resize if center_crop else resize_square)(image, image_size)
+    if channels == 3 and image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    elif channels == 1 and image.shape[-1] == 3:
+        image = np.asarray(Image.fromarray(image).convert("L"))[..., None]
+    return image.astype(np.float32) / 127.5 - 1.0
+
+
+class ArraySource:
+    """In-memory source over (images, labels) arrays, e.g. the digits."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return {"image": self.images[index], "label": np.int32(self.labels[index])}
+
+    def __repr__(self) -> str:
+        return f"ArraySource(n={len(self)}, shape={self.images.shape[1:]})"
+
+
+class MappedSource:
+    """Applies `fn(record) -> example` to each record of a random-access source."""
+
+    def __init__(self, source: Any, fn: Callable[[Any], dict[str, np.ndarray]], name: str):
+        self.source, self.fn, self.name = source, fn, name
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return self.fn(self.source[int(index)])
+
+    def __repr__(self) -> str:
+        return f"MappedSource({self.name}, n={len(self)})"
+
+
+class _ImageRecord:
+    """Picklable record -> example function for TFDS image datasets."""
+
+    def __init__(self, data_config: Any):
+        self.image_key = _field(data_config, "image_key")
+        self.label_key = _field(data_config, "label_key")
+        self.kwargs = dict(
+            image_size=int(_field(data_config, "image_size")),
+            channels=int(_field(data_config, "channels")),
+            center_crop=bool(_field(data_config, "center_crop")),
+        )
+
+    def __call__(self, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        image = preprocess_image(record[self.image_key], **self.kwargs)
+        label = record[self.label_key] if self.label_key else 0
+        return {"image": image, "label": np.int32(label)}
+
+
+class _LatentRecord:
+    """Picklable record -> example function for pre-encoded latents (float, no resizing)."""
+
+    def __init__(self, data_config: Any):
+        self.image_key = _field(data_config, "image_key")
+        self.label_key = _field(data_config, "label_key")
+        self.scale = float(_field(data_config, "latent_scale"))
+
+    def __call__(self, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        latent = np.asarray(record[self.image_key], dtype=np.float32) * self.scale
+        label = record[self.label_key] if self.label_key else 0
+        return {"image": latent, "label": np.int32(label)}
+
+
+class ImageFolderSource:
+    """A folder `root/class_name/*.png|jpg` (or `root/split/class_name/...`), read with PIL.
+
+    Classes are the sorted subfolder names and a label is the class's index in that order;
+    files are sorted by path so the index -> file map is deterministic.
+    """
+
+    def __init__(self, root: str, data_config: Any):
+        self.root = root
+        self.classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        self.files: list[tuple[str, int]] = []
+        for label, name in enumerate(self.classes):
+            folder = os.path.join(root, name)
+            for fname in sorted(os.listdir(folder)):
+                if fname.lower().endswith(IMAGE_EXTENSIONS):
+                    self.files.append((os.path.join(folder, fname), label))
+        if not self.files:
+            raise ValueError(f"data.data_dir={root!r} holds no class folders with images")
+        self.kwargs = _ImageRecord(data_config).kwargs
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        path, label = self.files[int(index)]
+        mode = "L" if self.kwargs["channels"] == 1 else "RGB"
+        with Image.open(path) as pil:
+            image = np.asarray(pil.convert(mode))
+        return {"image": preprocess_image(image, **self.kwargs), "label": np.int32(label)}
+
+    def __repr__(self) -> str:
+        return f"ImageFolderSource({self.root!r}, n={len(self)}, classes={len(self.classes)})"
+
+
+def _digits_source(data_config: Any, split: str) -> ArraySource:
+    images, labels = digits_lib.load_digits(
+        int(_field(data_config, "image_size")), int(_field(data_config, "channels")), split
+    )
+    return ArraySource(images, labels)
+
+
+def _imagefolder_source(data_config: Any, split: str) -> ImageFolderSource:
+    root = _field(data_config, "data_dir")
+    if not root or not os.path.isdir(root):
+        raise ValueError(f"data.data_dir must be an image folder for imagefolder, got {root!r}")
+    if os.path.isdir(os.path.join(root, split)):
+        root = os.path.join(root, split)
+    elif split != "train":
+        logging.warning("imagefolder %s has no %r subfolder; using all its images", root, split)
+    source = ImageFolderSource(root, data_config)
+    num_classes = _field(data_config, "num_classes")
+    if num_classes is not None and len(source.classes) > int(num_classes):
+        raise ValueError(
+            f"data.num_classes={num_classes} but {root!r} has {len(source.classes)} classes"
+        )
+    return source
+
+
+def _tfds_source(name: str, data_config: Any, split: str) -> Any:
+    import tensorflow_datasets as tfds  # lazy: only real datasets need it
+
+    return tfds.data_source(name, split=split, data_dir=_field(data_config, "data_dir"))
+
+
+def make_source(data_config: Any, split: str = "train") -> Any:
+    """A Grain random-access source (len / __getitem__) of preprocessed examples.
+
+    `data.name` selects it: "digits" (embedded, in memory), "imagefolder" (`data.data_dir`
+    holds class folders), "latents" (TFDS/array_record dataset `data.tfds_name` of float
+    latents under `data.image_key`, multiplied by `data.latent_scale`), or any TFDS dataset
+    name ("cifar10", "imagenet2012", "imagenet_resized/64x64", "celeb_a", ...) read with
+    `tfds.data_source(name, split=split, data_dir=data.data_dir)`.
+    Each example is {"image": float32 (H, W, C), "label": int32 scalar}; images are in
+    [-1, 1] at `data.image_size` with `data.channels` channels.
+    """
+    name = _field(data_config, "name")
+    if not name or not isinstance(name, str):
+        raise ValueError(f"data.name must be one of {list(SOURCE_NAMES)}, got {name!r}")
+    channels = _field(data_config, "channels")
+    if name != "latents" and channels not in (1, 3):
+        raise ValueError(f"data.channels must be 1 or 3, got {channels!r}")
+    image_size = _field(data_config, "image_size")
+    if name != "latents" and (not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"data.image_size must be a positive integer, got {image_size!r}")
+    if name == "digits":
+        return _digits_source(data_config, split)
+    if name == "imagefolder":
+        return _imagefolder_source(data_config, split)
+    if name == "latents":
+        tfds_name = _field(data_config, "tfds_name")
+        if not tfds_name:
+            raise ValueError("data.tfds_name must name the TFDS latents dataset for 'latents'")
+        raw = _tfds_source(tfds_name, data_config, split)
+        return MappedSource(raw, _LatentRecord(data_config), f"latents:{tfds_name}")
+    return _make_tfds_image_source(name, data_config, split)
+
+
+def _make_tfds_image_source(name: str, data_config: Any, split: str) -> MappedSource:
+    import tensorflow_datasets as tfds
+
+    try:
+        raw = _tfds_source(name, data_config, split)
+    except tfds.core.registered.DatasetNotFoundError as err:
+        raise ValueError(
+            f"unknown data.name {name!r}: not a TFDS dataset; allowed: {list(SOURCE_NAMES)}"
+        ) from err
+    return MappedSource(raw, _ImageRecord(data_config), name)

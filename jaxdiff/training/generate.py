@@ -1,0 +1,123 @@
+"""Sampling images from a trained experiment, and writing PNG grids / ``.npz`` files."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxdiff import noise
+from jaxdiff.training.sharding import batch_sharding
+
+
+def _sampling_kwargs(config) -> dict:
+    s, n = config.sampling, config.noise
+    scale = float(n.input_scale)
+    return dict(
+        method=s.method,
+        target=n.target,
+        eta=float(s.eta),
+        variance=s.variance,
+        clip_x0=(scale if s.clip_x0 else None),
+        input_scale=scale,
+        normalize_input=bool(n.normalize_input),
+    )
+
+
+def _guidance_interval(config):
+    lo, hi = config.sampling.guidance_lam_min, config.sampling.guidance_lam_max
+    if lo is None and hi is None:
+        return None
+    return (-jnp.inf if lo is None else lo, jnp.inf if hi is None else hi)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_sampler(exp, batch: int, steps: int):
+    from jaxdiff.sampling import sample
+    from jaxdiff.sampling.guidance import cfg_denoise_fn
+
+    c = exp.config
+    shape = (batch, c.data.image_size, c.data.image_size, c.data.channels)
+    schedule = noise.get_schedule(c.sampling.schedule)
+    kwargs = _sampling_kwargs(c)
+    scale = float(c.sampling.guidance_scale)
+    shard = batch_sharding(exp.mesh) if batch % exp.mesh.size == 0 else None
+
+    def run(params, key, labels):
+        def model_fn(x, lam, y):
+            return exp.apply_fn(params, x, lam, y, jax.random.key(0), False)
+
+        if scale != 1.0:
+            denoise = cfg_denoise_fn(model_fn, labels, exp.num_classes, scale, _guidance_interval(c))
+        else:
+            denoise = lambda x, lam: model_fn(x, lam, labels)
+        return sample(key, denoise, shape, schedule, steps, sharding=shard, **kwargs)
+
+    return jax.jit(run)
+
+
+def sample_images(exp, params, key, labels, steps: int | None = None) -> np.ndarray:
+    """Samples float images in the data range for ``labels`` (N,), gathered on every host."""
+    steps = int(steps or exp.config.sampling.steps)
+    labels = jnp.asarray(labels, jnp.int32)
+    fn = _compiled_sampler(exp, int(labels.shape[0]), steps)
+    out = fn(params, key, labels)
+    if jax.process_count() > 1:
+        out = multihost_utils.process_allgather(out, tiled=True)
+    return np.asarray(out)
+
+
+def sample_many(exp, params, key, num: int, batch_size: int | None = None, progress=None):
+    """``num`` samples (float, data range) with balanced class labels, in batches."""
+    c = exp.config
+    batch_size = int(batch_size or c.sampling.batch_size)
+    batch_size = max(exp.mesh.size, batch_size - batch_size % exp.mesh.size)
+    nc = exp.num_classes if c.model.class_conditional else 0
+    images, labels = [], []
+    for i in range(math.ceil(num / batch_size)):
+        y = (np.arange(i * batch_size, (i + 1) * batch_size) % max(nc, 1)).astype(np.int32)
+        if nc == 0:
+            y[:] = exp.num_classes
+        images.append(sample_images(exp, params, jax.random.fold_in(key, i), y))
+        labels.append(y)
+        if progress is not None:
+            progress.update(min(batch_size, num - i * batch_size))
+    return np.concatenate(images)[:num], np.concatenate(labels)[:num]
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[-1, 1] floats -> uint8 [0, 255]; 1 channel is kept, RGB stays RGB."""
+    return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def save_grid(images: np.ndarray, path: str, ncols: int | None = None, pad: int = 1) -> str:
+    """Writes a PNG grid of float images in [-1, 1] (N, H, W, C) with C in {1, 3}."""
+    from PIL import Image
+
+    imgs = to_uint8(images)
+    n, h, w, ch = imgs.shape
+    ncols = ncols or int(math.ceil(math.sqrt(n)))
+    nrows = int(math.ceil(n / ncols))
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, ch), 255, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = imgs[i]
+    scale = max(1, 256 // max(grid.shape[:2]))
+    img = Image.fromarray(grid[..., 0] if ch == 1 else grid)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    img.save(path)
+    return path
+
+
+def sampling_params(state, config):
+    """The params to sample with: the first EMA copy (params if no EMA)."""
+    del config
+    return state.ema[0] if len(state.ema) else state.params
+

@@ -1,0 +1,108 @@
+"""What ``jaxdiff.main`` runs for each mode: train, sample, evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from jaxdiff.training import generate, loop
+
+# Environment variables by which cluster launchers announce a multi-process job.
+_CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def init_distributed(coordinator_address=None, num_processes=None, process_id=None) -> None:
+    """``jax.distributed.initialize`` when flags or the environment describe a multi-host job."""
+    if coordinator_address:
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
+        return
+    slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if slurm or any(os.environ.get(v) for v in _CLUSTER_ENV):
+        jax.distributed.initialize()
+
+
+def run(config, workdir: str, *, mode: str = "train", num_samples=None, fid_stats=None, inception_weights=None):
+    if mode == "train":
+        summary = loop.train(config, workdir)
+        _print_locations(summary["workdir"], summary)
+        return summary
+    if mode == "sample":
+        return sample(config, workdir, num_samples or int(config.sampling.num_grid))
+    if mode == "evaluate":
+        return evaluate(config, workdir, num_samples, fid_stats, inception_weights)
+    raise ValueError(f"mode: unknown {mode!r}; known: ['train', 'sample', 'evaluate']")
+
+
+def _print_locations(workdir: str, summary: dict | None = None):
+    if jax.process_index() != 0:
+        return
+    lines = [
+        "",
+        f"Work dir:     {workdir}",
+        f"Checkpoints:  {os.path.join(workdir, 'checkpoints')}",
+        f"Metrics:      {os.path.join(workdir, 'metrics.jsonl')}  (TensorBoard: tensorboard --logdir {workdir})",
+        f"Samples:      {os.path.join(workdir, 'samples')}",
+    ]
+    if summary and summary.get("metrics"):
+        m = summary["metrics"]
+        lines.insert(1, f"Finished at step {summary['step']}: loss {m.get('train/loss', float('nan')):.4f}")
+    print("\n".join(lines), flush=True)
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=jax.process_index() != 0)
+
+
+def sample(config, workdir: str, num_samples: int) -> dict:
+    """Writes ``samples/sample_<step>.png`` and ``.npz`` (uint8 under ``images``, ``labels``)."""
+    exp, state, step = loop.restore_for_inference(config, workdir)
+    key = jax.random.fold_in(jax.random.key(config.seed), 0x5A3E)
+    with _progress(num_samples, "sample") as bar:
+        images, labels = generate.sample_many(exp, generate.sampling_params(state, config), key, num_samples, progress=bar)
+    out = os.path.join(os.path.abspath(workdir), "samples")
+    paths = {}
+    if jax.process_index() == 0:
+        os.makedirs(out, exist_ok=True)
+        paths["png"] = generate.save_grid(images[:256], os.path.join(out, f"sample_{step:07d}.png"))
+        paths["npz"] = os.path.join(out, f"sample_{step:07d}.npz")
+        np.savez(paths["npz"], images=generate.to_uint8(images), labels=labels)
+        print(f"Wrote {num_samples} samples: {paths['png']} and {paths['npz']}", flush=True)
+    return {"step": step, **paths}
+
+
+def evaluate(config, workdir: str, num_samples=None, fid_stats=None, inception_weights=None) -> dict:
+    """FID / Inception Score against ``fid_stats`` and, on digits, the digits metric."""
+    exp, state, step = loop.restore_for_inference(config, workdir)
+    results = {}
+    fid_stats = fid_stats or config.eval.fid_stats
+    if config.data.name == "digits":
+        results.update(loop.evaluate_digits(exp, state, workdir, num_samples))
+    if fid_stats:
+        results.update(_fid(exp, state, num_samples or config.eval.num_samples, fid_stats, inception_weights or config.eval.inception_weights))
+    if not results:
+        raise ValueError("evaluate: give --fid_stats=REF.npz (and --inception_weights) for FID")
+    logs = loop.MetricsLog(os.path.abspath(workdir))
+    logs.write(step, results)
+    logs.flush()
+    if jax.process_index() == 0:
+        print(json.dumps({"step": step, **{k: float(v) for k, v in results.items()}}, indent=1), flush=True)
+    return results
+
+
+def _fid(exp, state, num: int, stats_path: str, weights: str) -> dict:
+    from jaxdiff.evaluation import fid
+
+    if not weights:
+        raise ValueError("eval.inception_weights: the pytorch-fid Inception weights file is required for FID")
+    key = jax.random.fold_in(jax.random.key(exp.config.seed), 0xF1D)
+    with _progress(num, "evaluate") as bar:
+        images, _ = generate.sample_many(exp, generate.sampling_params(state, exp.config), key, num, progress=bar)
+    u8 = generate.to_uint8(images)
+    if u8.shape[-1] == 1:
+        u8 = np.repeat(u8, 3, axis=-1)
+    return fid.evaluate_images(u8, stats_path, weights)
