@@ -1,0 +1,81 @@
+"""jaxdiff.noise: schedules, input scaling, targets, weightings and timestep samplers.
+
+Pure functions of arrays (jit-able, vmap-able, float32 by default, correct in float64).
+Conventions: t ∈ [0, 1] (0 clean), λ = log(α²/σ²), α² = sigmoid(λ), x_t = α·x0 + σ·ε.
+See docs/noise.md for the formulas and the defaults.
+"""
+
+from jaxdiff.noise.scaling import (
+    alpha_sigma,
+    corrupt,
+    effective_logsnr,
+    input_norm,
+    input_scaled,
+    logsnr_shift,
+)
+from jaxdiff.noise.schedules import (
+    LOGSNR_MAX,
+    LOGSNR_MIN,
+    FrozenParams,
+    Schedule,
+    bisect_inverse,
+    get_schedule,
+    list_schedules,
+    register_schedule,
+)
+from jaxdiff.noise.targets import TARGETS, check_target, convert, make_target, to_x0_eps
+from jaxdiff.noise.timesteps import (
+    ImportanceSampler,
+    StratifiedSampler,
+    UniformSampler,
+    get_timestep_sampler,
+    list_timestep_samplers,
+    register_timestep_sampler,
+    stratified_t,
+    uniform_t,
+)
+from jaxdiff.noise.weighting import (
+    Weighting,
+    get_weighting,
+    list_weightings,
+    log_target_factor,
+    register_weighting,
+)
+
+WEIGHT_MODES = ("sample", "density")
+
+__all__ = [
+    "LOGSNR_MAX",
+    "LOGSNR_MIN",
+    "TARGETS",
+    "WEIGHT_MODES",
+    "FrozenParams",
+    "ImportanceSampler",
+    "Schedule",
+    "StratifiedSampler",
+    "UniformSampler",
+    "Weighting",
+    "alpha_sigma",
+    "bisect_inverse",
+    "check_target",
+    "convert",
+    "corrupt",
+    "effective_logsnr",
+    "get_schedule",
+    "get_timestep_sampler",
+    "get_weighting",
+    "input_norm",
+    "input_scaled",
+    "list_schedules",
+    "list_timestep_samplers",
+    "list_weightings",
+    "log_target_factor",
+    "logsnr_shift",
+    "make_target",
+    "register_schedule",
+    "register_timestep_sampler",
+    "register_weighting",
+    "stratified_t",
+    "to_x0_eps",
+    "uniform_t",
+]
