@@ -86,7 +86,8 @@ def torch_step(model: str, batch: int, steps: int) -> float:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     net = DiTTransformer2DModel(
         num_attention_heads=heads, attention_head_dim=width // heads, in_channels=4,
-        out_channels=4, num_layers=depth, sample_size=32, patch_size=patch, num_embeds_ada_norm=1000,
+        out_channels=4, num_layers=depth, sample_size=32, patch_size=patch,
+        num_embeds_ada_norm=1000,
     ).to(dev)  # fmt: skip
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0)
@@ -130,7 +131,9 @@ def main():
         ips, flops = jax_step(name, args.batch, args.steps)
         achieved = flops * ips / args.batch
         peer = float("nan") if args.no_torch else torch_step(name, args.batch, args.steps)
-        rows.append([name, args.batch, ips, peer, ips / peer, achieved / 1e9, peak / 1e9, achieved / peak])
+        rows.append(
+            [name, args.batch, ips, peer, ips / peer, achieved / 1e9, peak / 1e9, achieved / peak]
+        )
         print(markdown_table(HEADER, rows[-1:]), flush=True)
     table = markdown_table(HEADER, rows)
     print(table)
@@ -142,7 +145,16 @@ def main():
     )
 
 
-HEADER = ["model", "batch", "jaxdiff img/s", "PyTorch img/s", "ratio", "GFLOP/s", "matmul peak GFLOP/s", "MFU"]
+HEADER = [
+    "model",
+    "batch",
+    "jaxdiff img/s",
+    "PyTorch img/s",
+    "ratio",
+    "GFLOP/s",
+    "matmul peak GFLOP/s",
+    "MFU",
+]
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,8 @@ def load(path, arg=None):
 def test_configs_exist():
     names = {os.path.basename(p) for p in CONFIGS}
     expected = {"digits.py", "cifar10.py", "imagenet64_rin.py", "imagenet64_dit.py",
-                "imagenet128_rin.py", "imagenet256_rin.py", "imagenet256_latent_dit.py"}  # fmt: skip
+                "imagenet128_rin.py", "imagenet256_rin.py",
+                "imagenet256_latent_dit.py"}  # fmt: skip
     assert expected <= names
 
 
@@ -35,7 +36,13 @@ def test_configs_exist():
 def test_config_validates(path, variant):
     c = load(path, variant)
     config_lib.validate_config(c, num_devices=8)
-    for field in ("seed", "total_steps", "log_every_steps", "checkpoint_every_steps", "sample_every_steps"):
+    for field in (
+        "seed",
+        "total_steps",
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "sample_every_steps",
+    ):
         assert field in c
     assert {"name", "image_size", "batch_size"} <= set(c.data)
     assert {"schedule", "schedule_params", "input_scale", "target", "weighting",
@@ -46,12 +53,18 @@ def test_config_validates(path, variant):
 
 def test_paper_hyperparameters():
     rin64 = load(os.path.join(REPO, "configs", "imagenet64_rin.py"))
-    assert (rin64.noise.schedule, rin64.noise.input_scale, rin64.noise.target) == ("linear", 1.0, "eps")
+    assert (rin64.noise.schedule, rin64.noise.input_scale, rin64.noise.target) == (
+        "linear",
+        1.0,
+        "eps",
+    )
     assert (rin64.optim.name, rin64.optim.lr, rin64.data.batch_size) == ("lamb", 2e-3, 1024)
     assert rin64.train.self_cond_rate == 0.9 and tuple(rin64.ema.decays) == (0.9999,)
     assert (rin64.sampling.method, rin64.sampling.schedule) == ("ddpm", "cosine")
     hang = load(os.path.join(REPO, "configs", "imagenet256_latent_dit.py"))
-    assert hang.model.name == "DiT-B/2" and hang.total_steps == 500_000 and hang.data.batch_size == 256
+    assert (
+        hang.model.name == "DiT-B/2" and hang.total_steps == 500_000 and hang.data.batch_size == 256
+    )
     assert hang.noise.schedule == "laplace" and hang.noise.schedule_params.b == 0.5
     cifar = load(os.path.join(REPO, "configs", "cifar10.py"))
     assert (cifar.noise.schedule_params.start, cifar.noise.schedule_params.end) == (-3.0, 3.0)
@@ -59,7 +72,10 @@ def test_paper_hyperparameters():
 
 
 def test_variants_and_overrides():
-    c = load(os.path.join(REPO, "configs", "imagenet64_dit.py"), "model=DiT-L/4,schedule=laplace,scale=0.7")
+    c = load(
+        os.path.join(REPO, "configs", "imagenet64_dit.py"),
+        "model=DiT-L/4,schedule=laplace,scale=0.7",
+    )
     assert (c.model.name, c.noise.schedule, c.noise.input_scale) == ("DiT-L/4", "laplace", 0.7)
     d = load(os.path.join(REPO, "configs", "digits.py"), "size=32")
     assert d.data.image_size == 32

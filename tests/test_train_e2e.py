@@ -54,8 +54,16 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_cli_trains_samples_and_resumes(tmp_path):
     workdir = str(tmp_path / "run")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    cmd = [sys.executable, "-m", "jaxdiff.main", "--config=configs/digits.py:tiny", f"--workdir={workdir}"]
-    r = subprocess.run(cmd + ["--config.total_steps=4"], cwd=REPO, env=env, capture_output=True, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxdiff.main",
+        "--config=configs/digits.py:tiny",
+        f"--workdir={workdir}",
+    ]
+    r = subprocess.run(
+        cmd + ["--config.total_steps=4"], cwd=REPO, env=env, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Checkpoints:" in r.stdout and "Samples:" in r.stdout
     assert os.path.exists(os.path.join(workdir, "config.json"))
@@ -68,7 +76,13 @@ def test_cli_trains_samples_and_resumes(tmp_path):
     assert "Resuming from step 4" in r.stdout
     assert [json.loads(x)["step"] for x in open(os.path.join(workdir, "metrics.jsonl"))][-1] == 6
     # Sampling mode writes a grid and a uint8 .npz.
-    r = subprocess.run(cmd + ["--mode=sample", "--num_samples=8"], cwd=REPO, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        cmd + ["--mode=sample", "--num_samples=8"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     npz = [f for f in os.listdir(os.path.join(workdir, "samples")) if f.endswith(".npz")]
     assert npz

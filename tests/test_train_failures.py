@@ -59,7 +59,9 @@ def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
         f"--workdir={wd}", "--config.total_steps=100000", "--config.checkpoint_every_steps=100000",
         "--config.sample_every_steps=0",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     metrics = os.path.join(wd, "metrics.jsonl")
     deadline = time.time() + 240
     while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
@@ -103,8 +105,12 @@ def test_nan_skip_mode_keeps_params(tmp_path, monkeypatch):
     assert out["step"] == 3
     exp = experiment.build_experiment(tiny())
     ck = checkpoint.Checkpointer(os.path.join(str(tmp_path / "run"), "checkpoints"))
-    state, _ = ck.restore_latest(checkpoint.abstract_with_shardings(exp.abstract_state, exp.state_shardings))
-    assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(jax.device_get(state.params)))
+    state, _ = ck.restore_latest(
+        checkpoint.abstract_with_shardings(exp.abstract_state, exp.state_shardings)
+    )
+    assert all(
+        np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(jax.device_get(state.params))
+    )
 
 
 BAD_FIELDS = [

@@ -69,5 +69,7 @@ def test_two_processes_match_one_process_with_8_devices(tmp_path):
     assert step == STEPS and int(state.step) == STEPS
     ck2 = checkpoint.Checkpointer(os.path.join(single, "checkpoints"))
     ref, _ = ck2.restore_latest(abstract)
-    for x, y in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(ref.params), strict=True):
+    for x, y in zip(
+        jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(ref.params), strict=True
+    ):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)

@@ -48,7 +48,10 @@ def test_ema_update_formula():
 
 def test_partition_rules_regex_then_auto():
     mesh = sharding.make_mesh((2, 4), devices=jax.devices()[:8])
-    tree = {"blocks": {"qkv": jnp.zeros((64, 192)), "bias": jnp.zeros((192,))}, "pos": jnp.zeros((16, 64))}
+    tree = {
+        "blocks": {"qkv": jnp.zeros((64, 192)), "bias": jnp.zeros((192,))},
+        "pos": jnp.zeros((16, 64)),
+    }
     specs = sharding.partition_specs(tree, mesh, rules=[("pos", (None, None))], min_fsdp_size=1)
     assert specs["pos"] == jax.sharding.PartitionSpec(None, None)
     assert specs["blocks"]["qkv"] == jax.sharding.PartitionSpec(None, "fsdp")
@@ -60,7 +63,10 @@ def test_partition_rules_regex_then_auto():
 
 def _batch():
     rng = np.random.default_rng(0)
-    return {"image": rng.uniform(-1, 1, (16, 8, 8, 1)).astype(np.float32), "label": np.arange(16) % 10}
+    return {
+        "image": rng.uniform(-1, 1, (16, 8, 8, 1)).astype(np.float32),
+        "label": np.arange(16) % 10,
+    }
 
 
 def test_bf16_compute_keeps_float32_params_and_close_loss():
@@ -69,7 +75,9 @@ def test_bf16_compute_keeps_float32_params_and_close_loss():
         c = digits.get_config("tiny")
         c.train.compute_dtype = dtype
         exp = experiment.build_experiment(c, devices=jax.devices()[:1])
-        state, m = exp.train_step(exp.init_state(), sharding.global_batch(_batch(), exp.mesh), exp.root_rng)
+        state, m = exp.train_step(
+            exp.init_state(), sharding.global_batch(_batch(), exp.mesh), exp.root_rng
+        )
         assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(state.params))
         losses[dtype] = float(m["loss"])
     np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=0.05)
@@ -87,7 +95,11 @@ def test_init_from_starts_from_another_runs_weights(tmp_path):
     c2.init_from = str(tmp_path / "a")
     c2.optim.lr = 1e-12  # one negligible step: the params must still be run a's
     loop.train(c2, str(tmp_path / "b"))
-    got, step = checkpoint.Checkpointer(str(tmp_path / "b" / "checkpoints")).restore_latest(abstract)
+    got, step = checkpoint.Checkpointer(str(tmp_path / "b" / "checkpoints")).restore_latest(
+        abstract
+    )
     assert step == 1
-    for a, b in zip(jax.tree_util.tree_leaves(src.params), jax.tree_util.tree_leaves(got.params), strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(src.params), jax.tree_util.tree_leaves(got.params), strict=True
+    ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)

@@ -54,7 +54,9 @@ def test_meshes_match_single_device(reference, mesh_shape):
     exp, state, losses = _two_steps(mesh_shape, jax.devices()[:8])
     np.testing.assert_allclose(losses, ref_losses, rtol=2e-5, atol=1e-6)
     got = jax.device_get(state.params)
-    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref_params), strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref_params), strict=True
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert exp.train_step._cache_size() == 1  # traced and compiled once for both steps
     if mesh_shape[1] > 1:  # FSDP actually shards some parameters

@@ -46,7 +46,9 @@ class Checkpointer:
         self.manager.reload()
         return sorted(self.manager.all_steps())
 
-    def save(self, step: int, state, data_iter=None, config: dict | None = None, force: bool = False):
+    def save(
+        self, step: int, state, data_iter=None, config: dict | None = None, force: bool = False
+    ):
         items = {"state": ocp.args.StandardSave(flax.serialization.to_state_dict(state))}
         if data_iter is not None:
             save_cls, _ = _grain_args()

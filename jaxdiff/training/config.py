@@ -157,10 +157,13 @@ def validate_config(config, num_devices: int | None = None) -> None:
         )
     _positive(config.optim.lr, "optim.lr")
     if config.on_nonfinite not in ON_NONFINITE:
-        raise ValueError(f"on_nonfinite: unknown {config.on_nonfinite!r}; known: {list(ON_NONFINITE)}")
+        raise ValueError(
+            f"on_nonfinite: unknown {config.on_nonfinite!r}; known: {list(ON_NONFINITE)}"
+        )
     if config.train.compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(
-            f"train.compute_dtype: unknown {config.train.compute_dtype!r}; known: {list(COMPUTE_DTYPES)}"
+            f"train.compute_dtype: unknown {config.train.compute_dtype!r}; "
+            f"known: {list(COMPUTE_DTYPES)}"
         )
     if not 0.0 <= config.train.label_dropout < 1.0:
         raise ValueError(f"train.label_dropout must be in [0, 1), got {config.train.label_dropout}")

@@ -51,7 +51,11 @@ class Experiment:
         params = self.model.init({"params": k1, "dropout": k2}, x, cond, y)["params"]
         sampler_state = self.spec.timestep_sampler.init_state()
         return create_train_state(
-            params, self.optimizer, len(self.config.ema.decays), sampler_state, _root_key_data(c.seed)
+            params,
+            self.optimizer,
+            len(self.config.ema.decays),
+            sampler_state,
+            _root_key_data(c.seed),
         )
 
     @functools.cached_property

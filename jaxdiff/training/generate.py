@@ -53,7 +53,9 @@ def _compiled_sampler(exp, batch: int, steps: int):
             return exp.apply_fn(params, x, lam, y, jax.random.key(0), False)
 
         if scale != 1.0:
-            denoise = cfg_denoise_fn(model_fn, labels, exp.num_classes, scale, _guidance_interval(c))
+            denoise = cfg_denoise_fn(
+                model_fn, labels, exp.num_classes, scale, _guidance_interval(c)
+            )
         else:
             denoise = lambda x, lam: model_fn(x, lam, labels)
         return sample(key, denoise, shape, schedule, steps, sharding=shard, **kwargs)
@@ -106,7 +108,10 @@ def save_grid(images: np.ndarray, path: str, ncols: int | None = None, pad: int 
     grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, ch), 255, np.uint8)
     for i in range(n):
         r, col = divmod(i, ncols)
-        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = imgs[i]
+        grid[
+            pad + r * (h + pad) : pad + r * (h + pad) + h,
+            pad + col * (w + pad) : pad + col * (w + pad) + w,
+        ] = imgs[i]
     scale = max(1, 256 // max(grid.shape[:2]))
     img = Image.fromarray(grid[..., 0] if ch == 1 else grid)
     if scale > 1:
@@ -120,4 +125,3 @@ def sampling_params(state, config):
     """The params to sample with: the first EMA copy (params if no EMA)."""
     del config
     return state.ema[0] if len(state.ema) else state.params
-

@@ -88,14 +88,18 @@ def _summarise(acc: dict, n: int) -> dict:
     counts = host["lam_bin_count"]
     for i, (lo, hi) in enumerate(zip(LAM_BIN_EDGES[:-1], LAM_BIN_EDGES[1:], strict=True)):
         if counts[i] > 0:
-            out[f"train_lambda_bins/loss_{lo:+05.0f}_{hi:+05.0f}"] = host["lam_bin_loss_sum"][i] / counts[i]
+            out[f"train_lambda_bins/loss_{lo:+05.0f}_{hi:+05.0f}"] = (
+                host["lam_bin_loss_sum"][i] / counts[i]
+            )
     return out
 
 
 def _accumulate(acc, m):
     if acc is None:
         return dict(m)
-    out = {k: acc[k] + m[k] for k in ("loss", "grad_norm", "lr", "lam_bin_loss_sum", "lam_bin_count")}
+    out = {
+        k: acc[k] + m[k] for k in ("loss", "grad_norm", "lr", "lam_bin_loss_sum", "lam_bin_count")
+    }
     out["lam_min"] = jnp.minimum(acc["lam_min"], m["lam_min"])
     out["lam_max"] = jnp.maximum(acc["lam_max"], m["lam_max"])
     return out
@@ -117,13 +121,17 @@ def _init_from(exp: Experiment, state, path: str):
     """Replace params (and EMA) with another run's weights."""
     saved = load_params(path)
     params = jax.tree_util.tree_map(
-        lambda ref, x: jax.device_put(np.asarray(x, ref.dtype), ref.sharding), state.params, saved["params"]
+        lambda ref, x: jax.device_put(np.asarray(x, ref.dtype), ref.sharding),
+        state.params,
+        saved["params"],
     )
     ema = saved.get("ema")
     if isinstance(ema, dict):
         ema = tuple(ema[k] for k in sorted(ema, key=int))
     ema = tuple(
-        jax.tree_util.tree_map(lambda ref, x: jax.device_put(np.asarray(x, ref.dtype), ref.sharding), params, e)
+        jax.tree_util.tree_map(
+            lambda ref, x: jax.device_put(np.asarray(x, ref.dtype), ref.sharding), params, e
+        )
         for e in (ema[: len(state.ema)] if ema else ())
     )
     ema = ema + tuple(params for _ in range(len(state.ema) - len(ema)))
@@ -204,7 +212,10 @@ def _run(exp: Experiment, state, start: int, end: int, data_iter, ckpt, workdir:
             if _digits_eval_due(c, step):
                 logs.write(step, evaluate_digits(exp, state, workdir))
             if stopping:
-                print(f"\nReceived {stop.received or 'a stop request'}: checkpoint saved at step {step}.")
+                print(
+                    f"\nReceived {stop.received or 'a stop request'}: "
+                    f"checkpoint saved at step {step}."
+                )
                 break
     if bar is not None:
         bar.close()
@@ -217,12 +228,16 @@ def _progress_bar(start: int, total: int):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, smoothing=0.1)
+    return tqdm(
+        total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, smoothing=0.1
+    )
 
 
 def _digits_eval_due(c, step: int) -> bool:
-    return c.data.name == "digits" and bool(c.eval_every_steps) and (
-        step % c.eval_every_steps == 0 or step == c.total_steps
+    return (
+        c.data.name == "digits"
+        and bool(c.eval_every_steps)
+        and (step % c.eval_every_steps == 0 or step == c.total_steps)
     )
 
 

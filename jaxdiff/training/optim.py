@@ -37,9 +37,13 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
     b2 = float(optim_config.get("b2", 0.999))
     wd = float(optim_config.get("weight_decay", 0.0))
     if name == "adamw":
-        opt = optax.adamw(schedule, b1=b1, b2=b2, eps=float(optim_config.get("eps", 1e-8)), weight_decay=wd)
+        opt = optax.adamw(
+            schedule, b1=b1, b2=b2, eps=float(optim_config.get("eps", 1e-8)), weight_decay=wd
+        )
     else:
-        opt = optax.lamb(schedule, b1=b1, b2=b2, eps=float(optim_config.get("eps", 1e-6)), weight_decay=wd)
+        opt = optax.lamb(
+            schedule, b1=b1, b2=b2, eps=float(optim_config.get("eps", 1e-6)), weight_decay=wd
+        )
     clip = optim_config.get("grad_clip", 0.0)
     if clip and clip > 0:
         opt = optax.chain(optax.clip_by_global_norm(float(clip)), opt)

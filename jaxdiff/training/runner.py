@@ -24,7 +24,15 @@ def init_distributed(coordinator_address=None, num_processes=None, process_id=No
         jax.distributed.initialize()
 
 
-def run(config, workdir: str, *, mode: str = "train", num_samples=None, fid_stats=None, inception_weights=None):
+def run(
+    config,
+    workdir: str,
+    *,
+    mode: str = "train",
+    num_samples=None,
+    fid_stats=None,
+    inception_weights=None,
+):
     if mode == "train":
         summary = loop.train(config, workdir)
         _print_locations(summary["workdir"], summary)
@@ -43,12 +51,15 @@ def _print_locations(workdir: str, summary: dict | None = None):
         "",
         f"Work dir:     {workdir}",
         f"Checkpoints:  {os.path.join(workdir, 'checkpoints')}",
-        f"Metrics:      {os.path.join(workdir, 'metrics.jsonl')}  (TensorBoard: tensorboard --logdir {workdir})",
+        f"Metrics:      {os.path.join(workdir, 'metrics.jsonl')}",
+        f"TensorBoard:  tensorboard --logdir {workdir}",
         f"Samples:      {os.path.join(workdir, 'samples')}",
     ]
     if summary and summary.get("metrics"):
         m = summary["metrics"]
-        lines.insert(1, f"Finished at step {summary['step']}: loss {m.get('train/loss', float('nan')):.4f}")
+        lines.insert(
+            1, f"Finished at step {summary['step']}: loss {m.get('train/loss', float('nan')):.4f}"
+        )
     print("\n".join(lines), flush=True)
 
 
@@ -63,7 +74,9 @@ def sample(config, workdir: str, num_samples: int) -> dict:
     exp, state, step = loop.restore_for_inference(config, workdir)
     key = jax.random.fold_in(jax.random.key(config.seed), 0x5A3E)
     with _progress(num_samples, "sample") as bar:
-        images, labels = generate.sample_many(exp, generate.sampling_params(state, config), key, num_samples, progress=bar)
+        images, labels = generate.sample_many(
+            exp, generate.sampling_params(state, config), key, num_samples, progress=bar
+        )
     out = os.path.join(os.path.abspath(workdir), "samples")
     paths = {}
     if jax.process_index() == 0:
@@ -75,7 +88,9 @@ def sample(config, workdir: str, num_samples: int) -> dict:
     return {"step": step, **paths}
 
 
-def evaluate(config, workdir: str, num_samples=None, fid_stats=None, inception_weights=None) -> dict:
+def evaluate(
+    config, workdir: str, num_samples=None, fid_stats=None, inception_weights=None
+) -> dict:
     """FID / Inception Score against ``fid_stats`` and, on digits, the digits metric."""
     exp, state, step = loop.restore_for_inference(config, workdir)
     results = {}
@@ -83,14 +98,25 @@ def evaluate(config, workdir: str, num_samples=None, fid_stats=None, inception_w
     if config.data.name == "digits":
         results.update(loop.evaluate_digits(exp, state, workdir, num_samples))
     if fid_stats:
-        results.update(_fid(exp, state, num_samples or config.eval.num_samples, fid_stats, inception_weights or config.eval.inception_weights))
+        results.update(
+            _fid(
+                exp,
+                state,
+                num_samples or config.eval.num_samples,
+                fid_stats,
+                inception_weights or config.eval.inception_weights,
+            )
+        )
     if not results:
         raise ValueError("evaluate: give --fid_stats=REF.npz (and --inception_weights) for FID")
     logs = loop.MetricsLog(os.path.abspath(workdir))
     logs.write(step, results)
     logs.flush()
     if jax.process_index() == 0:
-        print(json.dumps({"step": step, **{k: float(v) for k, v in results.items()}}, indent=1), flush=True)
+        print(
+            json.dumps({"step": step, **{k: float(v) for k, v in results.items()}}, indent=1),
+            flush=True,
+        )
     return results
 
 
@@ -98,11 +124,18 @@ def _fid(exp, state, num: int, stats_path: str, weights: str) -> dict:
     from jaxdiff.evaluation import fid
 
     if not weights:
-        raise ValueError("eval.inception_weights: the pytorch-fid Inception weights file is required for FID")
+        raise ValueError(
+            "eval.inception_weights: the pytorch-fid Inception weights file is required for FID"
+        )
     key = jax.random.fold_in(jax.random.key(exp.config.seed), 0xF1D)
     with _progress(num, "evaluate") as bar:
-        images, _ = generate.sample_many(exp, generate.sampling_params(state, exp.config), key, num, progress=bar)
-    u8 = generate.to_uint8(images)
-    if u8.shape[-1] == 1:
-        u8 = np.repeat(u8, 3, axis=-1)
-    return fid.evaluate_images(u8, stats_path, weights)
+        images, _ = generate.sample_many(
+            exp, generate.sampling_params(state, exp.config), key, num, progress=bar
+        )
+    u8 = generate.to_uint8(images)  # FID is computed on uint8 images, as pytorch-fid / ADM do
+    stats = fid.image_statistics(fid.load_inception(weights), u8, batch_size=50, progress=True)
+    mu, sigma = fid.load_stats(stats_path)
+    return {
+        "eval/fid": fid.frechet_distance(stats["mu"], stats["sigma"], mu, sigma),
+        "eval/inception_score": stats["is_mean"],
+    }

@@ -43,7 +43,9 @@ def resolve_mesh_shape(shape: Sequence[int], axes: Sequence[str], num_devices: i
     return tuple(shape)
 
 
-def make_mesh(shape: Sequence[int] = (-1, 1), axes: Sequence[str] = BATCH_AXES, devices=None) -> Mesh:
+def make_mesh(
+    shape: Sequence[int] = (-1, 1), axes: Sequence[str] = BATCH_AXES, devices=None
+) -> Mesh:
     """A mesh over ``devices`` (all by default); one entry of ``shape`` may be -1."""
     devices = list(jax.devices() if devices is None else devices)
     shape = resolve_mesh_shape(shape, axes, len(devices))

@@ -20,7 +20,12 @@ ApplyFn = Callable[..., jax.Array]
 
 
 def make_apply_fn(
-    model, *, is_rin: bool = False, self_cond_rate: float = 0.9, compute_dtype=jnp.float32, cond_fn=None
+    model,
+    *,
+    is_rin: bool = False,
+    self_cond_rate: float = 0.9,
+    compute_dtype=jnp.float32,
+    cond_fn=None,
 ) -> ApplyFn:
     """``apply(params, x_t, lam, y, key, train) -> prediction`` (float32).
 
@@ -42,7 +47,15 @@ def make_apply_fn(
 
             rate = self_cond_rate if train else 0.0
             out = rin_self_conditioned_apply(
-                model, variables, x_t, cond, y, k_sc, rate=rate, train=train, rngs={"dropout": k_drop}
+                model,
+                variables,
+                x_t,
+                cond,
+                y,
+                k_sc,
+                rate=rate,
+                train=train,
+                rngs={"dropout": k_drop},
             )
             out = out[0] if isinstance(out, tuple) else out
         else:

@@ -1,0 +1,1 @@
+"""Evaluation: the FID Inception port, FID statistics, and the digits quality metric."""
