@@ -33,7 +33,9 @@ def machine() -> str:
     gpu = ""
     if dev.platform == "gpu":
         try:
-            gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()
+            gpu = subprocess.run(
+                ["nvidia-smi", "-L"], capture_output=True, text=True
+            ).stdout.strip()
         except OSError:
             pass
     return (

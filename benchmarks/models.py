@@ -1,0 +1,207 @@
+"""Forward+backward training throughput of jaxdiff's networks vs PyTorch, in one process.
+
+For each model: images/s of a jitted value_and_grad of an MSE loss over all parameters
+(JAX/Flax) and of forward + loss.backward() of the same network in PyTorch where a peer
+exists (diffusers' DiTTransformer2DModel for DiT; RIN has none, so only JAX is timed).
+JAX and PyTorch steps alternate in one loop so that load from other processes hits both
+alike; the median step time is reported (compilation / first step excluded).
+
+    python benchmarks/models.py [--iters 3] [--models DiT-S/2,DiT-B/2] [--plain-dense]
+
+The table is printed and appended to benchmarks/RESULTS.md with a machine description.
+The XLA:CPU flags of `jaxdiff.models.layers.FAST_CPU_XLA_FLAGS` are set unless --no-xla-flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+# (label, registry name, overrides, batch)
+CASES = [
+    ("DiT-S/2", "DiT-S/2", {}, 32),
+    ("DiT-B/2", "DiT-B/2", {}, 16),
+    ("RIN-cifar10-tiny", "RIN-cifar10-tiny", {}, 32),
+    ("RIN-imagenet64", "RIN-imagenet64", {}, 8),
+]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--iters", type=int, default=3, help="timed steps per model and framework")
+    p.add_argument("--models", default=",".join(c[0] for c in CASES))
+    p.add_argument("--plain-dense", action="store_true", help="also time fast_dense=False")
+    p.add_argument("--no-xla-flags", action="store_true")
+    p.add_argument("--results", default=str(pathlib.Path(__file__).with_name("RESULTS.md")))
+    return p.parse_args(argv)
+
+
+def jax_step_fn(model, batch: int, seed: int = 0):
+    """Returns step() running one jitted forward+backward; params are float32."""
+    import jax
+    import jax.numpy as jnp
+
+    s, c = model.image_size, model.in_channels
+    kx, kt = jax.random.split(jax.random.key(seed))
+    x = jax.random.normal(kx, (batch, s, s, c))
+    cond = jax.random.uniform(kt, (batch,), maxval=1000.0)
+    y = jnp.arange(batch, dtype=jnp.int32) % model.num_classes
+    variables = jax.jit(model.init)(jax.random.key(1), x, cond, y)
+    is_rin = type(model).__name__ == "RIN"
+
+    @jax.jit
+    def loss_and_grad(v, x, cond, y):
+        def loss(v):
+            out = model.apply(v, x, cond, y)
+            out = out[0] if is_rin else out
+            return jnp.mean((out[..., :c] - x) ** 2)
+
+        return jax.value_and_grad(loss)(v)
+
+    def step():
+        jax.block_until_ready(loss_and_grad(variables, x, cond, y))
+
+    return step
+
+
+def torch_dit_step_fn(model, batch: int):
+    """The same DiT in PyTorch (diffusers), forward + backward of the same loss."""
+    import torch
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    net = DiTTransformer2DModel(
+        num_attention_heads=model.num_heads,
+        attention_head_dim=model.hidden_size // model.num_heads,
+        in_channels=model.in_channels,
+        out_channels=model.in_channels * (2 if model.learn_sigma else 1),
+        num_layers=model.depth,
+        sample_size=model.image_size,
+        patch_size=model.patch_size,
+        num_embeds_ada_norm=model.num_classes,
+        norm_eps=1e-6,
+    ).train()
+    c, s = model.in_channels, model.image_size
+    x = torch.randn(batch, c, s, s)
+    t = torch.randint(0, 1000, (batch,))
+    y = torch.arange(batch) % model.num_classes
+
+    def step():
+        net.zero_grad(set_to_none=True)
+        out = net(x, t, y).sample
+        torch.mean((out[:, :c] - x) ** 2).backward()
+
+    return step
+
+
+def time_interleaved(steps: dict, iters: int) -> dict:
+    """Warm up each step once, then alternate them `iters` times; median seconds per step."""
+    for step in steps.values():
+        step()
+    times = {k: [] for k in steps}
+    for _ in range(iters):
+        for k, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def machine_description() -> str:
+    import flax
+    import jax
+    import jaxlib
+
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, flax {flax.__version__}"
+    try:
+        import diffusers
+        import torch
+
+        versions += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        versions += f", diffusers {diffusers.__version__}"
+    except ImportError:
+        versions += ", torch not installed"
+    load = ", ".join(f"{a:.1f}" for a in os.getloadavg())
+    return (
+        f"{cpu}, {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}; "
+        f"{versions}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+    )
+
+
+def run(args) -> str:
+    from jaxdiff.models import get_model
+
+    wanted = args.models.split(",")
+    rows = []
+    for label, name, overrides, batch in CASES:
+        if label not in wanted:
+            continue
+        model = get_model(name, **overrides)
+        steps = {"jax": jax_step_fn(model, batch)}
+        if args.plain_dense:
+            steps["jax_plain"] = jax_step_fn(model.clone(fast_dense=False), batch)
+        if name.startswith("DiT"):
+            steps["torch"] = torch_dit_step_fn(model, batch)
+        sec = time_interleaved(steps, args.iters)
+        ips = {k: batch / v for k, v in sec.items()}
+        rows.append((label, batch, ips))
+        print(label, {k: f"{v:.2f} img/s" for k, v in ips.items()}, flush=True)
+    return format_table(rows, args)
+
+
+def format_table(rows, args) -> str:
+    fmt = lambda v: f"{v:.2f}" if v is not None else "—"
+    header = "| model | batch | JAX img/s | PyTorch img/s | JAX / PyTorch |"
+    if args.plain_dense:
+        header += " JAX plain-dense img/s |"
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for label, batch, ips in rows:
+        jx, pt = ips["jax"], ips.get("torch")
+        ratio = f"{jx / pt:.2f}x" if pt else "— (no PyTorch peer)"
+        line = f"| {label} | {batch} | {fmt(jx)} | {fmt(pt)} | {ratio} |"
+        if args.plain_dense:
+            line += f" {fmt(ips['jax_plain'])} |"
+        lines.append(line)
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"\n## Models: forward+backward throughput ({when})\n\n"
+        f"Machine: {machine_description()}. Median of {args.iters} interleaved steps after one "
+        "warm-up step (compilation excluded); float32; MSE loss, gradient of all parameters. "
+        "`python benchmarks/models.py`.\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    # Importing jax does not start the XLA backend; XLA_FLAGS is read when it starts.
+    from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS
+
+    if not args.no_xla_flags:
+        flags = FAST_CPU_XLA_FLAGS + " " + os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = flags.strip()
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    report = run(args)
+    print(report)
+    with open(args.results, "a") as f:
+        f.write(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""RIN: shapes, latent self-conditioning (train and sampling), dropout RNG, single compilation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdiff.models import (
+    get_model,
+    rin_initial_latents,
+    rin_sampling_apply,
+    rin_self_conditioned_apply,
+)
+
+TINY = dict(
+    image_size=8,
+    patch_size=2,
+    num_blocks=1,
+    block_depth=1,
+    num_latents=4,
+    latent_dim=16,
+    interface_dim=8,
+    latent_heads=2,
+    rw_heads=2,
+    num_classes=3,
+)
+
+
+@jax.jit
+def perturbed(variables, scale=0.1, seed=7):
+    """Noise on every parameter so the zero-initialised output layer carries signal."""
+    leaves, tree = jax.tree.flatten(variables)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(
+        tree, [a + scale * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
+    )
+
+
+@pytest.fixture(scope="module")
+def rin():
+    model = get_model("RIN-cifar10-tiny", **TINY)
+    b = 8
+    x = jax.random.normal(jax.random.key(0), (b, 8, 8, 3))
+    cond = jnp.linspace(0.0, 1000.0, b)
+    y = jnp.arange(b, dtype=jnp.int32) % 4  # includes the null class 3
+    variables = jax.jit(model.init)(jax.random.key(1), x, cond, y)
+    out, latents = jax.jit(model.apply)(variables, x, cond, y)
+    assert out.shape == (8, 8, 8, 3) and latents.shape == (8, 4, 16)
+    assert bool(jnp.all(out == 0.0))  # zero-initialised output layer
+    return model, perturbed(variables), (x, cond, y)
+
+
+def test_fixture_shapes_and_zero_init_output(rin):
+    model, variables, (x, cond, y) = rin  # the checks run in the fixture
+    assert model.num_latents == 4 and model.latent_dim == 16
+
+
+def test_previous_latents_change_the_prediction(rin):
+    model, variables, (x, cond, y) = rin
+    apply = jax.jit(model.apply)
+    out0, lat0 = apply(variables, x, cond, y, None)
+    out_zero, _ = apply(variables, x, cond, y, rin_initial_latents(model, x.shape[0]))
+    np.testing.assert_array_equal(out0, out_zero)  # None means zero latents
+    out1, _ = apply(variables, x, cond, y, lat0)
+    assert float(jnp.abs(out1 - out0).max()) > 1e-4
+
+
+def test_self_conditioning_rate_endpoints_and_mixture(rin):
+    model, variables, (x, cond, y) = rin
+    sc = jax.jit(rin_self_conditioned_apply, static_argnums=(0,), static_argnames=("train",))
+    key = jax.random.key(5)
+    apply = jax.jit(model.apply)
+    plain, lat0 = apply(variables, x, cond, y, None)
+    full, _ = apply(variables, x, cond, y, lat0)
+    out_r0, _ = sc(model, variables, x, cond, y, key, rate=0.0, train=False)
+    out_r1, _ = sc(model, variables, x, cond, y, key, rate=1.0, train=False)
+    np.testing.assert_allclose(out_r0, plain, atol=1e-6)
+    np.testing.assert_allclose(out_r1, full, atol=1e-6)
+    # rate 0.5: every example is one of the two, both kinds occur (fixed key)
+    out_half, _ = sc(model, variables, x, cond, y, key, rate=0.5, train=False)
+    err_plain = jnp.abs(out_half - plain).max(axis=(1, 2, 3))
+    err_full = jnp.abs(out_half - full).max(axis=(1, 2, 3))
+    assert bool(jnp.all(jnp.minimum(err_plain, err_full) < 1e-6))
+    assert bool(jnp.any(err_plain < 1e-6)) and bool(jnp.any(err_full < 1e-6))
+
+
+def test_self_conditioning_gradient_stops_at_first_pass(rin):
+    model, variables, (x, cond, y) = rin
+    key = jax.random.key(0)
+    _, lat0 = jax.jit(model.apply)(variables, x, cond, y)
+
+    def loss_sc(v):
+        out, _ = rin_self_conditioned_apply(model, v, x, cond, y, key, rate=1.0, train=False)
+        return jnp.mean(out**2)
+
+    def loss_fixed(v):  # the first pass's latents as a constant
+        return jnp.mean(model.apply(v, x, cond, y, lat0)[0] ** 2)
+
+    g_sc = jax.jit(jax.grad(loss_sc))(variables)
+    g_fixed = jax.jit(jax.grad(loss_fixed))(variables)
+    for a, b in zip(jax.tree.leaves(g_sc), jax.tree.leaves(g_fixed), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_train_step_with_dropout_is_deterministic_and_compiles_once(rin):
+    model, variables, (x, cond, y) = rin
+    model = model.clone(dropout=0.2, drop_path=0.2)  # same parameters, now with dropout
+    traces = []
+
+    @jax.jit
+    def step(v, x, key):
+        traces.append(1)
+        k_sc, k_drop = jax.random.split(key)
+
+        def loss(v):
+            out, _ = rin_self_conditioned_apply(
+                model, v, x, cond, y, k_sc, rate=0.9, train=True, rngs={"dropout": k_drop}
+            )
+            return jnp.mean((out - x) ** 2)
+
+        return jax.value_and_grad(loss)(v)
+
+    l1, g1 = step(variables, x, jax.random.key(0))
+    l2, g2 = step(variables, x, jax.random.key(0))
+    l3, _ = step(variables, x * 0.5, jax.random.key(1))
+    assert len(traces) == 1
+    assert float(l1) == float(l2)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert float(l1) != float(l3)
+    # dropout is active in training and off in evaluation
+    ev = jax.jit(lambda v, k: model.apply(v, x, cond, y, train=False, rngs={"dropout": k})[0])
+    np.testing.assert_array_equal(
+        ev(variables, jax.random.key(0)), ev(variables, jax.random.key(1))
+    )
+    tr = jax.jit(lambda v, k: model.apply(v, x, cond, y, train=True, rngs={"dropout": k})[0])
+    assert (
+        float(jnp.abs(tr(variables, jax.random.key(0)) - tr(variables, jax.random.key(1))).max())
+        > 0
+    )
+
+
+def test_sampling_carries_latents(rin):
+    model, variables, (x, cond, y) = rin
+
+    @jax.jit
+    def sample(x):
+        def body(carry, c):
+            x, latents = carry
+            out, latents = rin_sampling_apply(
+                model, variables, x, jnp.full((x.shape[0],), c), y, latents
+            )
+            return (x - 0.1 * out, latents), None
+
+        init = (x, rin_initial_latents(model, x.shape[0]))
+        return jax.lax.scan(body, init, jnp.array([900.0, 500.0, 100.0]))[0]
+
+    x_final, latents = sample(x)
+    assert x_final.shape == x.shape and latents.shape == (8, 4, 16)
+    assert bool(jnp.all(jnp.isfinite(x_final)))
+    assert float(jnp.abs(latents).max()) > 0
