@@ -14,7 +14,9 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file (configs/X.py[:variant]).", lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, "Config file (configs/X.py[:variant]).", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "Work directory (checkpoints, metrics, samples).")
 flags.DEFINE_enum("mode", "train", ["train", "sample", "evaluate"], "What to run.")
 flags.DEFINE_integer("num_samples", None, "sample/evaluate: number of samples.")

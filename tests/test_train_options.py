@@ -103,3 +103,15 @@ def test_init_from_starts_from_another_runs_weights(tmp_path):
         jax.tree_util.tree_leaves(src.params), jax.tree_util.tree_leaves(got.params), strict=True
     ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_ema_warmup_decay():
+    from jaxdiff.training.state import ema_decay
+
+    np.testing.assert_allclose(float(ema_decay(0.999, 0)), 0.1)
+    np.testing.assert_allclose(float(ema_decay(0.999, 90)), 91 / 100)
+    np.testing.assert_allclose(float(ema_decay(0.999, 10**6)), 0.999)
+    new = update_ema(
+        ({"a": jnp.zeros(2)},), {"a": jnp.ones(2)}, (0.999,), jnp.int32(0), warmup=True
+    )
+    np.testing.assert_allclose(new[0]["a"], [0.9, 0.9])

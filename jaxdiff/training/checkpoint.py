@@ -123,10 +123,16 @@ def abstract_with_shardings(abstract_state, shardings):
 def load_params(path: str, abstract_params=None):
     """Params (and EMA if present) from another run's work dir or checkpoint dir.
 
-    Accepts a work dir (uses its latest checkpoint), a ``checkpoints`` dir, or one step dir.
+    Accepts a work dir (uses its latest checkpoint), a ``checkpoints`` dir, one step dir, or
+    a directory written by ``python -m jaxdiff.models.convert`` (params only).
     Returns the restored ``state`` dict as saved (numpy arrays).
     """
     path = os.path.abspath(path)
+    if os.path.exists(os.path.join(path, "model.json")):  # a converted official DiT
+        from jaxdiff.models.convert import load_converted
+
+        _, variables = load_converted(path)
+        return {"params": variables["params"]}
     if os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
     if os.path.isdir(os.path.join(path, "state")):

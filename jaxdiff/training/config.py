@@ -58,7 +58,8 @@ def base_config() -> ml_collections.ConfigDict:
         dict(name="adamw", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
              warmup_steps=0, decay="constant", grad_clip=1.0, grad_accum_steps=1)
     )  # fmt: skip
-    c.ema = ml_collections.ConfigDict(dict(decays=(0.9999,)))
+    # EMA warm-up: decay min(d, (1 + t) / (10 + t)) at update t, so short runs sample well.
+    c.ema = ml_collections.ConfigDict(dict(decays=(0.9999,), warmup=True))
     c.train = ml_collections.ConfigDict(
         dict(label_dropout=0.1, compute_dtype="float32", self_cond_rate=0.9)
     )

@@ -72,6 +72,7 @@ class Experiment:
             label_dropout=float(c.train.label_dropout),
             grad_accum=int(c.optim.grad_accum_steps),
             skip_nonfinite=c.on_nonfinite == "skip",
+            ema_warmup=bool(c.ema.warmup),
         )
         return jit_train_step(fn, self.state_shardings, self.mesh)
 
@@ -89,8 +90,11 @@ def build_experiment(config, devices=None) -> Experiment:
     spec = make_noise_spec(config_lib.noise_config(config))
     optimizer = make_optimizer(config.optim, config.total_steps)
     dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
+    from jaxdiff.models.conditioning import get_cond_fn
+
     apply_fn = make_apply_fn(
         model,
+        cond_fn=get_cond_fn(getattr(model, "conditioning", "logsnr")),
         is_rin=config_lib.is_rin(config),
         self_cond_rate=float(config.train.self_cond_rate),
         compute_dtype=dtype,

@@ -112,7 +112,7 @@ def save_grid(images: np.ndarray, path: str, ncols: int | None = None, pad: int 
             pad + r * (h + pad) : pad + r * (h + pad) + h,
             pad + col * (w + pad) : pad + col * (w + pad) + w,
         ] = imgs[i]
-    scale = max(1, 256 // max(grid.shape[:2]))
+    scale = max(1, 512 // max(grid.shape[:2]))
     img = Image.fromarray(grid[..., 0] if ch == 1 else grid)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)

@@ -37,9 +37,22 @@ def create_train_state(params, optimizer, num_ema: int, sampler_state, rng) -> T
     )
 
 
-def update_ema(ema: tuple, params, decays) -> tuple:
-    """ema ← d·ema + (1 − d)·params for each decay d."""
-    return tuple(
-        jax.tree_util.tree_map(lambda e, p, d=d: d * e + (1.0 - d) * p, e_tree, params)
-        for e_tree, d in zip(ema, decays, strict=True)
-    )
+def ema_decay(decay: float, step: jax.Array, warmup: bool = True) -> jax.Array:
+    """The decay used at optimizer step ``step`` (0-based count of updates so far).
+
+    With ``warmup``, d_t = min(d, (1 + t) / (10 + t)) (TensorFlow's ExponentialMovingAverage
+    ``num_updates`` rule), so that early EMA weights are not dominated by the initialisation.
+    """
+    if not warmup:
+        return jnp.asarray(decay, jnp.float32)
+    t = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+
+
+def update_ema(ema: tuple, params, decays, step=None, warmup: bool = False) -> tuple:
+    """ema ← d·ema + (1 − d)·params for each decay d (warmed up by ``step`` if asked)."""
+    out = []
+    for e_tree, d in zip(ema, decays, strict=True):
+        d = ema_decay(d, step, warmup) if warmup else d
+        out.append(jax.tree_util.tree_map(lambda e, p, d=d: d * e + (1.0 - d) * p, e_tree, params))
+    return tuple(out)

@@ -60,7 +60,8 @@ def make_apply_fn(
             out = out[0] if isinstance(out, tuple) else out
         else:
             out = model.apply(variables, x_t, cond, y, train=train, rngs={"dropout": k_drop})
-        return out.astype(jnp.float32)
+        # Learned-σ checkpoints (official DiT) output 2C channels: the first C are the mean.
+        return out[..., : x_t.shape[-1]].astype(jnp.float32)
 
     return apply
 
@@ -114,6 +115,7 @@ def train_step(
     label_dropout: float = 0.0,
     grad_accum: int = 1,
     skip_nonfinite: bool = False,
+    ema_warmup: bool = True,
 ) -> tuple[TrainState, dict]:
     """One optimisation step (pure). ``rng`` is the root key's data; the step key is
     ``fold_in(root, step)``, split into label-dropout and loss keys."""
@@ -139,7 +141,7 @@ def train_step(
     new = state.replace(
         step=state.step + 1,
         params=params,
-        ema=update_ema(state.ema, params, ema_decays),
+        ema=update_ema(state.ema, params, ema_decays, state.step, warmup=ema_warmup),
         opt_state=opt_state,
     )
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
