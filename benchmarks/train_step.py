@@ -18,6 +18,11 @@ import os
 import sys
 import time
 
+try:  # Triton (imported by diffusers via torch._dynamo) must load before TensorFlow (clu).
+    import torch  # noqa: F401
+    import triton  # noqa: F401
+except ImportError:
+    pass
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -17,3 +17,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxdiff-xla-cache-")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+# Triton (pulled in by torch._dynamo, which diffusers imports) segfaults when its native
+# library is loaded after TensorFlow's (clu and tfds.testing import TensorFlow). Load it first.
+try:
+    import torch  # noqa: F401
+    import triton  # noqa: F401
+except ImportError:  # the torch extra is optional outside CI
+    pass

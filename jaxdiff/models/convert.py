@@ -9,6 +9,7 @@ official network: `model.apply(variables, x, t, y)` takes the integer DDPM step 
 
 Command line (writes an Orbax checkpoint plus model.json that `load_converted` reads):
     python -m jaxdiff.models.convert --dit DiT-XL-2-256x256.pt --out DIR
+    python -m jaxdiff.models.convert --vae SD_VAE_DIR --out DIR   # see jaxdiff.models.vae
 torch is imported only inside these functions.
 """
 
@@ -141,10 +142,18 @@ def load_converted(out_dir: str | pathlib.Path) -> tuple[DiT, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dit", required=True, help="official DiT .pt state dict")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dit", help="official DiT .pt state dict")
+    source.add_argument("--vae", help="diffusers AutoencoderKL dir (config.json + safetensors)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--num-heads", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.vae:
+        from jaxdiff.models import vae
+
+        ae, variables = vae.load_vae(args.vae)
+        print(f"wrote {vae.save_vae(ae, variables, args.out)} ({vae.vae_config(ae)})")
+        return
     model, variables = load_official_dit(args.dit, args.num_heads)
     out = save_converted(model, variables, args.out)
     print(f"wrote {out} ({model_config(model)})")

@@ -107,9 +107,35 @@ ON_NONFINITE = ("halt", "skip")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
+def _converted_model(path: str, config):
+    """The model of a directory written by ``python -m jaxdiff.models.convert`` (or None)."""
+    import json
+    import os
+
+    from jaxdiff.models import model_from_config
+
+    spec = os.path.join(path, "model.json") if path else ""
+    if not spec or not os.path.exists(spec):
+        return None
+    with open(spec) as f:
+        model = model_from_config(json.load(f))
+    for field, mine in (("image_size", "image_size"), ("in_channels", "channels")):
+        if getattr(model, field) != config.data[mine]:
+            raise ValueError(
+                f"data.{mine}={config.data[mine]} does not match the {field}="
+                f"{getattr(model, field)} of the converted checkpoint in init_from={path!r}"
+            )
+    return model
+
+
 def build_model(config):
-    """The network named by ``config.model.name`` sized for ``config.data``."""
+    """The network named by ``config.model.name`` sized for ``config.data``, or, when
+    ``init_from`` is a converted official checkpoint, that checkpoint's architecture."""
     from jaxdiff import models
+
+    converted = _converted_model(config.get("init_from", ""), config)
+    if converted is not None:
+        return converted
 
     kwargs = dict(config.model.overrides.to_dict()) if config.model.overrides else {}
     kwargs.setdefault("image_size", config.data.image_size)

@@ -134,7 +134,10 @@ def _init_from(exp: Experiment, state, path: str):
         )
         for e in (ema[: len(state.ema)] if ema else ())
     )
-    ema = ema + tuple(params for _ in range(len(state.ema) - len(ema)))
+    # Fresh buffers: the state is donated to the step, so no two leaves may share one.
+    ema = ema + tuple(
+        jax.tree_util.tree_map(jnp.copy, params) for _ in range(len(state.ema) - len(ema))
+    )
     return state.replace(params=params, ema=ema)
 
 

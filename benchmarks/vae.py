@@ -1,0 +1,147 @@
+"""SD-VAE encode / decode throughput: the JAX port vs diffusers' PyTorch AutoencoderKL.
+
+One diffusers `AutoencoderKL` at the sd-vae-ft-* widths with random weights is saved with
+`save_pretrained` and loaded through `jaxdiff.models.vae.load_vae`, so both frameworks run
+the same weights on the same images in the same process. Encode (image -> posterior
+moments) and decode (latent -> image) are timed separately; JAX and PyTorch calls alternate
+so that load from other processes hits both alike; the median is reported, compilation /
+the first call excluded (shown apart).
+
+    python benchmarks/vae.py [--batch 4] [--size 64] [--iters 3] [--no-append]
+
+Prints a table and appends it to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import append_results, markdown_table  # noqa: E402
+
+SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--size", type=int, default=64, help="image side (multiple of 8)")
+    p.add_argument("--iters", type=int, default=3, help="timed calls per framework and op")
+    p.add_argument("--no-append", action="store_true", help="print only, leave RESULTS.md")
+    return p.parse_args(argv)
+
+
+def build(tmp: str):
+    """(torch model, jax ae, jax variables) holding the same random sd-vae-width weights."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from jaxdiff.models import vae
+
+    torch.manual_seed(0)
+    net = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        **SD_VAE,
+    ).eval()
+    net.save_pretrained(tmp)
+    ae, variables = vae.load_vae(tmp)
+    return net, ae, variables
+
+
+def make_calls(net, ae, variables, x, z) -> dict:
+    """{(op, framework): zero-argument call returning a NHWC numpy array}."""
+    import jax
+    import torch
+
+    enc = jax.jit(lambda v, x: ae.apply(v, x, method="encode")[0])
+    dec = jax.jit(lambda v, z: ae.apply(v, z, method="decode"))
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    zt = torch.from_numpy(z.transpose(0, 3, 1, 2).copy())
+
+    def torch_call(fn):
+        def call():
+            with torch.no_grad():
+                return fn().numpy().transpose(0, 2, 3, 1)
+
+        return call
+
+    return {
+        ("encode", "jax"): lambda: jax.device_get(enc(variables, x)),
+        ("encode", "torch"): torch_call(lambda: net.encode(xt).latent_dist.mean),
+        ("decode", "jax"): lambda: jax.device_get(dec(variables, z)),
+        ("decode", "torch"): torch_call(lambda: net.decode(zt).sample),
+    }
+
+
+def time_calls(calls: dict, iters: int) -> tuple[dict, dict, dict]:
+    """First-call seconds, median seconds over `iters` alternating calls, and the outputs."""
+    first, outs = {}, {}
+    for k, call in calls.items():
+        t0 = time.perf_counter()
+        outs[k] = call()
+        first[k] = time.perf_counter() - t0
+    times = {k: [] for k in calls}
+    for _ in range(iters):
+        for k, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            times[k].append(time.perf_counter() - t0)
+    return first, {k: statistics.median(v) for k, v in times.items()}, outs
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)).astype(np.float32)
+    z = rng.normal(size=(args.batch, args.size // 8, args.size // 8, 4)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        net, ae, variables = build(tmp)
+    first, med, outs = time_calls(make_calls(net, ae, variables, x, z), args.iters)
+    rows = []
+    for op in ("encode", "decode"):
+        err = np.max(np.abs(outs[op, "jax"] - outs[op, "torch"])) / np.max(
+            np.abs(outs[op, "torch"])
+        )
+        jx, pt = args.batch / med[op, "jax"], args.batch / med[op, "torch"]
+        rows.append(
+            [
+                op,
+                "jaxdiff port (JAX)",
+                round(first[op, "jax"], 2),
+                jx,
+                f"{jx / pt:.2f}x",
+                f"{err:.1e}",
+            ]
+        )
+        rows.append([op, "diffusers (PyTorch)", round(first[op, "torch"], 2), pt, "1x", "—"])
+    header = ["op", "implementation", "first call s", "images/s", "vs PyTorch", "max rel diff"]
+    table = markdown_table(header, rows)
+    load = ", ".join(f"{a:.1f}" for a in os.getloadavg())
+    notes = (
+        f"sd-vae-ft widths (128, 256, 512, 512), 2 resnets per block, random weights; batch "
+        f"{args.batch} of {args.size}×{args.size} images (latents {args.size // 8}²×4); float32; "
+        f"median of {args.iters} alternating calls after the first (JAX's first call includes "
+        f"compilation). torch {torch.__version__} with {torch.get_num_threads()} threads; load "
+        f"average {load} (other jobs may share the CPU: read the ratio). "
+        "`python benchmarks/vae.py`."
+    )
+    print(table + "\n\n" + notes)
+    if not args.no_append:
+        append_results("SD-VAE encode/decode: JAX port vs diffusers AutoencoderKL", table, notes)
+
+
+if __name__ == "__main__":
+    main()
