@@ -7,20 +7,17 @@ table), AdamW 1e-4, EMA 0.9999, label dropout 0.1; DDIM 50 steps, CFG 1.5 / 2.0 
 Variants: ``:tiny``, ``:schedule=cosine`` (their baseline), ``:target=eps``, ``:weighting=min_snr``.
 """
 
-from jaxdiff.training.config import apply_variant, base_config, make_tiny, parse_variant
+from jaxdiff.training.config import apply_variant, make_tiny, parse_variant
+from jaxdiff.training.recipes import dit_recipe, long_run
 
 
 def get_config(arg=None):
     v = parse_variant(arg)
-    c = base_config()
-    c.total_steps = 500_000
-    c.log_every_steps = 100
-    c.checkpoint_every_steps = 5000
-    c.keep_every_steps = 100_000
-    c.sample_every_steps = 10_000
+    c = long_run(500_000, keep_every=100_000)
     c.data.name = "latents"
     c.data.tfds_name = "imagenet256_sdvae_latents"
     c.data.latent_scale = 0.18215
+    c.data.vae = ""  # a diffusers-layout sd-vae-ft-ema/mse dir (or converted) to decode samples
     c.data.kind = "latent"
     c.data.image_size = 32
     c.data.channels = 4
@@ -33,16 +30,10 @@ def get_config(arg=None):
     c.noise.schedule_params.b = 0.5
     c.noise.target = "v"
     c.noise.weighting = "v"
-    c.optim.name = "adamw"
-    c.optim.lr = 1e-4
-    c.optim.weight_decay = 0.0
-    c.optim.grad_clip = 0.0
-    c.ema.decays = (0.9999,)
-    c.train.label_dropout = 0.1
+    dit_recipe(c)
     c.sampling.method = "ddim"
     c.sampling.schedule = "cosine"
     c.sampling.steps = 50
-    c.sampling.guidance_scale = 1.5
     c.sampling.clip_x0 = False
     c.eval.num_samples = 10_000
     apply_variant(c, v)

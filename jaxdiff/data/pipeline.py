@@ -22,6 +22,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from jaxdiff.data.latent_format import posterior_noise
 from jaxdiff.data.sources import config_get, make_source
 
 _FLIP_SALT = 0x46_4C_49_50  # "FLIP": separates the flip stream from any other use of the seed
@@ -130,6 +131,9 @@ class HostShardDataset(grain.MapDataset):
         epoch, record = self.locate(index)
         example = dict(self._source[record])
         image = np.asarray(example["image"], dtype=np.float32)
+        if "latent_std" in example:  # z = μ + σ·ε from an encoded posterior (latent sources)
+            eps = posterior_noise(self._seed, epoch, record, image.shape)
+            image = image + np.asarray(example["latent_std"], np.float32) * eps
         if self._random_flip and flip_decision(self._seed, epoch, record):
             image = image[:, ::-1]
         return {

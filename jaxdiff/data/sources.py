@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from jaxdiff.data import digits as digits_lib
+from jaxdiff.data import latent_format
 
 SOURCE_NAMES = ("digits", "imagefolder", "latents", "<any TFDS dataset name>")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -31,7 +32,9 @@ _DEFAULTS: dict[str, Any] = {
     "num_classes": None,
     "tfds_name": None,
     "latent_scale": 1.0,
+    "latent_sample": "sample",
 }
+LATENT_SAMPLE_MODES = ("sample", "mean")
 
 
 def config_get(data_config: Any, key: str, default: Any = None) -> Any:
@@ -151,17 +154,39 @@ class _ImageRecord:
 
 
 class _LatentRecord:
-    """Picklable record -> example function for pre-encoded latents (float, no resizing)."""
+    """Picklable record -> example function for pre-encoded latents (float, no resizing).
+
+    A record with `data.image_key` gives image = latent_scale · record[image_key]. A
+    posterior record (`mean` and `std`, or `mean` and `logvar`, e.g. from
+    `jaxdiff.data.encode`) gives image = s·μ and, when `data.latent_sample == "sample"`, also
+    "latent_std" = s·σ: the pipeline then returns s·μ + s·σ·ε = s·(μ + σ·ε) with ε a pure
+    function of (seed, epoch, record) (`latent_format.posterior_noise`).
+    """
 
     def __init__(self, data_config: Any):
         self.image_key = _field(data_config, "image_key")
         self.label_key = _field(data_config, "label_key")
         self.scale = float(_field(data_config, "latent_scale"))
+        self.sample = _field(data_config, "latent_sample")
+        if self.sample not in LATENT_SAMPLE_MODES:
+            raise ValueError(
+                f"data.latent_sample must be one of {list(LATENT_SAMPLE_MODES)}, "
+                f"got {self.sample!r}"
+            )
 
     def __call__(self, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        latent = np.asarray(record[self.image_key], dtype=np.float32) * self.scale
-        label = record[self.label_key] if self.label_key else 0
-        return {"image": latent, "label": np.int32(label)}
+        label = np.int32(record[self.label_key] if self.label_key else 0)
+        if self.image_key in record or "mean" not in record:
+            latent = np.asarray(record[self.image_key], dtype=np.float32) * self.scale
+            return {"image": latent, "label": label}
+        example = {"image": np.asarray(record["mean"], np.float32) * self.scale, "label": label}
+        if self.sample == "sample":
+            if "std" in record:
+                std = np.asarray(record["std"], np.float32)
+            else:
+                std = np.exp(0.5 * np.asarray(record["logvar"], np.float32))
+            example["latent_std"] = std * self.scale
+        return example
 
 
 class ImageFolderSource:
@@ -233,7 +258,9 @@ def make_source(data_config: Any, split: str = "train") -> Any:
 
     `data.name` selects it: "digits" (embedded, in memory), "imagefolder" (`data.data_dir`
     holds class folders), "latents" (TFDS/array_record dataset `data.tfds_name` of float
-    latents under `data.image_key`, multiplied by `data.latent_scale`), or any TFDS dataset
+    latents under `data.image_key`, or of posterior `mean`/`std`; without `tfds_name`, the
+    `jaxdiff.data.encode` output in `data.data_dir`; multiplied by `data.latent_scale`,
+    see `_LatentRecord` for `data.latent_sample`), or any TFDS dataset
     name ("cifar10", "imagenet2012", "imagenet_resized/64x64", "celeb_a", ...) read with
     `tfds.data_source(name, split=split, data_dir=data.data_dir)`.
     Each example is {"image": float32 (H, W, C), "label": int32 scalar}; images are in
@@ -253,12 +280,25 @@ def make_source(data_config: Any, split: str = "train") -> Any:
     if name == "imagefolder":
         return _imagefolder_source(data_config, split)
     if name == "latents":
-        tfds_name = _field(data_config, "tfds_name")
-        if not tfds_name:
-            raise ValueError("data.tfds_name must name the TFDS latents dataset for 'latents'")
-        raw = _tfds_source(tfds_name, data_config, split)
-        return MappedSource(raw, _LatentRecord(data_config), f"latents:{tfds_name}")
+        return _latents_source(data_config, split)
     return _make_tfds_image_source(name, data_config, split)
+
+
+def _latents_source(data_config: Any, split: str) -> MappedSource:
+    """`data.tfds_name` (TFDS) if set, else the `jaxdiff.data.encode` output in data_dir/split."""
+    tfds_name = _field(data_config, "tfds_name")
+    record_fn = _LatentRecord(data_config)
+    if tfds_name:
+        raw = _tfds_source(tfds_name, data_config, split)
+        return MappedSource(raw, record_fn, f"latents:{tfds_name}")
+    root = _field(data_config, "data_dir")
+    split_dir = os.path.join(root, split) if root else None
+    if split_dir is None or latent_format.read_meta(split_dir) is None:
+        raise ValueError(
+            "'latents' needs data.tfds_name (a TFDS latents dataset) or data.data_dir holding "
+            f"a jaxdiff.data.encode output with a {split!r} split; got data_dir={root!r}"
+        )
+    return MappedSource(latent_format.LatentDirSource(split_dir), record_fn, f"latents:{root}")
 
 
 def _make_tfds_image_source(name: str, data_config: Any, split: str) -> MappedSource:

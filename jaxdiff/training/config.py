@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
         dict(name="digits", image_size=16, channels=1, batch_size=64, num_classes=10,
              data_dir=placeholder(str), worker_count=0, image_key="image", label_key="label",
              center_crop=False, random_flip=False, kind="image",
-             tfds_name=placeholder(str), latent_scale=1.0, num_threads=2)
+             tfds_name=placeholder(str), latent_scale=1.0, num_threads=2, vae="")
     )  # fmt: skip
     c.model = ml_collections.ConfigDict(
         dict(name="DiT-S/2", overrides=ml_collections.ConfigDict(), class_conditional=True)

@@ -63,12 +63,36 @@ def _compiled_sampler(exp, batch: int, steps: int):
     return jax.jit(run)
 
 
+@functools.lru_cache(maxsize=2)
+def _decoder(path: str, latent_scale: float):
+    """A jitted ``z -> image`` of the autoencoder at ``path`` (latents scaled by latent_scale)."""
+    from jaxdiff.models import vae
+
+    ae, variables = vae.load_vae(path)
+    return jax.jit(lambda z: ae.apply(variables, z / latent_scale, method="decode"))
+
+
+def decode_latents(config, z: jax.Array) -> jax.Array:
+    """Images in [-1, 1] from sampled latents (``data.kind == "latent"``).
+
+    With ``data.vae`` (a diffusers-layout or converted VAE dir) the latents are decoded
+    (z / data.latent_scale, then the decoder). Without it, a preview: the first three latent
+    channels squashed into [-1, 1] (tanh), so training grids still show something.
+    """
+    if config.data.get("vae"):
+        return jnp.clip(_decoder(config.data.vae, float(config.data.latent_scale))(z), -1.0, 1.0)
+    return jnp.tanh(z[..., :3])
+
+
 def sample_images(exp, params, key, labels, steps: int | None = None) -> np.ndarray:
-    """Samples float images in the data range for ``labels`` (N,), gathered on every host."""
+    """Samples images for ``labels`` (N,) as floats in [-1, 1] (latents decoded), gathered
+    on every host."""
     steps = int(steps or exp.config.sampling.steps)
     labels = jnp.asarray(labels, jnp.int32)
     fn = _compiled_sampler(exp, int(labels.shape[0]), steps)
     out = fn(params, key, labels)
+    if exp.config.data.get("kind", "image") == "latent":
+        out = decode_latents(exp.config, out)
     if jax.process_count() > 1:
         out = multihost_utils.process_allgather(out, tiled=True)
     return np.asarray(out)
