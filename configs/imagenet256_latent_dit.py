@@ -2,8 +2,9 @@
 
 500K iterations, batch 256, Laplace schedule (μ = 0, b = 0.5), v-prediction (their headline
 table), AdamW 1e-4, EMA 0.9999, label dropout 0.1; DDIM 50 steps, CFG 1.5 / 2.0 / 3.0, FID on
-10K samples. Latents are pre-encoded (32×32×4) and read from a TFDS-format dataset given by
-``data.tfds_name`` / ``data.data_dir``; ``data.latent_scale`` = 0.18215 (SD-VAE).
+10K samples. Latents are pre-encoded (32×32×4) and read from
+``data.data_dir`` (the output of ``python -m jaxdiff.data.encode``; or a TFDS dataset named by
+``data.tfds_name``); ``data.latent_scale`` = 0.18215 (SD-VAE); ``data.vae`` decodes samples.
 Variants: ``:tiny``, ``:schedule=cosine`` (their baseline), ``:target=eps``, ``:weighting=min_snr``.
 """
 
@@ -15,7 +16,8 @@ def get_config(arg=None):
     v = parse_variant(arg)
     c = long_run(500_000, keep_every=100_000)
     c.data.name = "latents"
-    c.data.tfds_name = "imagenet256_sdvae_latents"
+    # Latents written by `python -m jaxdiff.data.encode --out=DIR`: pass --config.data.data_dir=DIR
+    # (or set data.tfds_name to read a TFDS latent dataset instead).
     c.data.latent_scale = 0.18215
     c.data.vae = ""  # a diffusers-layout sd-vae-ft-ema/mse dir (or converted) to decode samples
     c.data.kind = "latent"
