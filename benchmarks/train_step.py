@@ -124,6 +124,10 @@ def torch_step(model: str, batch: int, steps: int) -> float:
 
 
 def main():
+    from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS
+
+    # The same XLA:CPU flags `python -m jaxdiff.main` sets (before the backend starts).
+    os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="DiT-S/2,DiT-B/2")
     p.add_argument("--batch", type=int, default=32)

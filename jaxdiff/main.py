@@ -30,7 +30,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS
     from jaxdiff.training import runner
+
+    # XLA:CPU flags that speed up the DiT train step on CPUs (benchmarks/RESULTS.md). XLA
+    # reads them when the backend starts, i.e. after this point; other backends ignore them.
+    if "xla_cpu_experimental_ynn_fusion_type" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
 
     runner.init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     runner.run(
