@@ -90,6 +90,8 @@ def test_tiny_rin_configs_train_on_mock_data(tmp_path, name):
     c = load(os.path.join(REPO, "configs", name), "tiny")
     c.total_steps = 2
     c.sample_every_steps = 2
+    if c.model.class_conditional:  # RIN sampling with guidance: one latent state per branch
+        c.sampling.guidance_scale = 2.0
     with tfds.testing.mock_data(num_examples=32):
         out = loop.train(c, str(tmp_path / "run"), devices=jax.devices()[:2])
     assert out["step"] == 2 and np.isfinite(out["metrics"]["train/loss"])

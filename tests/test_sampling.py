@@ -410,3 +410,40 @@ def test_batch_sharded_over_two_devices():
         timeout=300,
     )
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("method", ["ddpm", "ddim", "heun"])
+def test_stateful_denoiser_carry_is_threaded_through_every_evaluation(method):
+    """A carry counts the evaluations and records the λ sequence it saw; an ignored carry
+    gives exactly the stateless result."""
+    schedule = noise.get_schedule("cosine")
+    steps, shape = 6, (3, 2)
+    net = lambda x, lam: 0.3 * x
+    ref = sampling.sample(jax.random.key(0), net, shape, schedule, steps, method=method)
+
+    def stateful(x, lam, carry):
+        count, lams = carry
+        return net(x, lam), (count + 1, lams.at[count].set(lam[0]))
+
+    n = sampling.num_evaluations(method, steps)
+    carry0 = (jnp.int32(0), jnp.zeros((n,), jnp.float32))
+    out = sampling.sample(
+        jax.random.key(0), stateful, shape, schedule, steps, method=method, carry=carry0
+    )
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
+
+    # Each evaluation must receive the count the previous one returned: 0, 1, ..., n − 1.
+    got = []
+
+    def cb(c):
+        got.append(int(c))
+
+    def counting(x, lam, carry):
+        jax.debug.callback(cb, carry[0])
+        return stateful(x, lam, carry)
+
+    sampling.sample(
+        jax.random.key(0), counting, shape, schedule, steps, method=method, carry=carry0
+    )
+    jax.effects_barrier()
+    assert sorted(got) == list(range(n))  # every evaluation saw the previous one's carry

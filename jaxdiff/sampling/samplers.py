@@ -252,6 +252,7 @@ def _run(
     lams,
     denoise_fn,
     x_init,
+    carry,
     *,
     shape,
     method,
@@ -274,21 +275,32 @@ def _run(
     else:
         z = jnp.asarray(x_init, jnp.float32)
     z = constrain(z)
+    box = {"carry": carry}  # the stateful denoiser's latest carry, threaded through the scan
+
+    def call(x_in, lam_vec):
+        if carry is None:
+            return denoise_fn(x_in, lam_vec)
+        pred, box["carry"] = denoise_fn(x_in, lam_vec, box["carry"])
+        return pred
+
     predict = functools.partial(
-        _predict, denoise_fn, target=target, scale=scale, normalize=normalize, clip=clip
+        _predict, call, target=target, scale=scale, normalize=normalize, clip=clip
     )
     opts = {"eta": eta, "variance": variance, "constrain": constrain}
     rule = _RULES[method]
     steps = lams.shape[0] - 1
 
-    def body(z, inputs):
+    def body(state, inputs):
+        z, box["carry"] = state
         lam, lam_next, k = inputs
         z_next, y0_hat = rule(z, predict, lam, lam_next, k, opts)
         z_next = constrain(z_next)
-        return z_next, (z, y0_hat) if return_trajectory else None
+        return (z_next, box["carry"]), (z, y0_hat) if return_trajectory else None
 
     keys = jax.random.split(k_steps, steps)
-    z_last, hist = jax.lax.scan(body, z, (lams[:-2], lams[1:-1], keys[:-1]))
+    (z_last, box["carry"]), hist = jax.lax.scan(
+        body, (z, carry), (lams[:-2], lams[1:-1], keys[:-1])
+    )
     y0_final, _ = predict(z_last, lams[-2])
     samples = constrain(y0_final / scale)
     if not return_trajectory:
@@ -340,6 +352,7 @@ def sample(
     return_trajectory: bool = False,
     x_init: jax.Array | None = None,
     sharding: jax.sharding.Sharding | None = None,
+    carry=None,
 ):
     """Draws samples of ``shape`` (B, ...) with ``steps`` steps of ``method``.
 
@@ -367,6 +380,10 @@ def sample(
       x_init: optional start state z (default standard normal from ``key``).
       sharding: optional sharding of ``shape`` (e.g. ``NamedSharding(mesh, P("data"))``)
         constrained on the state and the noise, so a batch splits over devices.
+      carry: optional initial state (a pytree) of a stateful denoiser, e.g. RIN's latents
+        for latent self-conditioning. With it ``denoise_fn(x_in, lam_eff, carry) ->
+        (prediction, carry)``, and each evaluation receives the carry the previous one
+        returned (in order, Heun's two evaluations included).
 
     Returns:
       samples of ``shape`` in data units (float32), or ``(samples, trajectory)``.
@@ -384,6 +401,7 @@ def sample(
         lams,
         denoise_fn,
         x_init,
+        carry,
         shape=shape,
         method=method,
         target=target,

@@ -12,6 +12,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxdiff import noise
+from jaxdiff.training import config as config_lib
 from jaxdiff.training.sharding import batch_sharding
 
 
@@ -49,6 +50,12 @@ def _compiled_sampler(exp, batch: int, steps: int):
     shard = batch_sharding(exp.mesh) if batch % exp.mesh.size == 0 else None
 
     def run(params, key, labels):
+        if config_lib.is_rin(c):  # latent self-conditioning: latents carried across steps
+            denoise, carry = _rin_denoiser(exp, params, labels, scale, _guidance_interval(c))
+            return sample(
+                key, denoise, shape, schedule, steps, sharding=shard, carry=carry, **kwargs
+            )
+
         def model_fn(x, lam, y):
             return exp.apply_fn(params, x, lam, y, jax.random.key(0), False)
 
@@ -61,6 +68,42 @@ def _compiled_sampler(exp, batch: int, steps: int):
         return sample(key, denoise, shape, schedule, steps, sharding=shard, **kwargs)
 
     return jax.jit(run)
+
+
+def _rin_denoiser(exp, params, labels, scale: float, interval):
+    """``(denoise(x, lam, latents) -> (prediction, latents), initial latents)`` for RIN.
+
+    Each evaluation feeds back the latents of the previous one (RIN's self-conditioning at
+    sampling); with guidance the conditional and null rows keep one latent state each.
+    """
+    from jaxdiff.models.conditioning import get_cond_fn
+    from jaxdiff.models.rin import rin_initial_latents, rin_sampling_apply
+    from jaxdiff.sampling.guidance import guided_prediction
+
+    cond_fn = get_cond_fn(getattr(exp.model, "conditioning", "logsnr"))
+    channels, batch = exp.config.data.channels, labels.shape[0]
+
+    def model_fn(x, lam, y, latents):
+        variables = {"params": params}
+        out, latents = rin_sampling_apply(exp.model, variables, x, cond_fn(lam), y, latents)
+        return out[..., :channels].astype(jnp.float32), latents
+
+    if scale == 1.0:
+        denoise = lambda x, lam, latents: model_fn(x, lam, labels, latents)
+        return denoise, rin_initial_latents(exp.model, batch)
+    lo, hi = interval if interval is not None else (-jnp.inf, jnp.inf)
+    null = jnp.full_like(labels, exp.num_classes)
+
+    def guided(x, lam, latents):
+        out, latents = model_fn(
+            jnp.concatenate([x, x]),
+            jnp.concatenate([lam, lam]),
+            jnp.concatenate([labels, null]),
+            latents,
+        )
+        return guided_prediction(out[:batch], out[batch:], lam, scale, lo, hi), latents
+
+    return guided, rin_initial_latents(exp.model, 2 * batch)
 
 
 @functools.lru_cache(maxsize=2)
