@@ -30,6 +30,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    from jaxdiff.distributed import init_distributed
     from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS
     from jaxdiff.training import runner
 
@@ -38,7 +39,7 @@ def main(argv):
     if "xla_cpu_experimental_ynn_fusion_type" not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
 
-    runner.init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     runner.run(
         FLAGS.config,
         FLAGS.workdir,

@@ -17,7 +17,9 @@ sys.path.insert(0, REPO)
 
 def main():
     port, pid, workdir, total = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
+    from jaxdiff.distributed import init_distributed
+
+    init_distributed(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
     assert jax.process_count() == 2 and jax.device_count() == 8 and jax.local_device_count() == 4
     from configs import digits
     from jaxdiff.training import loop

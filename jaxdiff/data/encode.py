@@ -262,8 +262,9 @@ def main(argv: Sequence[str]) -> None:
     del argv
     import jax
 
-    if FLAGS.coordinator_address:
-        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    from jaxdiff.distributed import init_distributed
+
+    init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     written = encode_dataset(
         FLAGS.config.data,
         FLAGS.vae,
