@@ -115,3 +115,12 @@ def test_ema_warmup_decay():
         ({"a": jnp.zeros(2)},), {"a": jnp.ones(2)}, (0.999,), jnp.int32(0), warmup=True
     )
     np.testing.assert_allclose(new[0]["a"], [0.9, 0.9])
+
+
+def test_lambda_loss_chart_draws_the_bins():
+    from jaxdiff.training.loop import lambda_loss_chart
+
+    summary = {"train_lambda_bins/loss_-0002_+0000": 1.0, "train_lambda_bins/loss_+0000_+0002": 0.5}
+    image = lambda_loss_chart(summary)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3
+    assert image.std() > 0  # something was drawn

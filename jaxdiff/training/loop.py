@@ -75,8 +75,33 @@ class MetricsLog:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": int(step), **scalars}) + "\n")
 
+    def write_image(self, step: int, name: str, image: np.ndarray):
+        """One HWC uint8 image to TensorBoard (process 0)."""
+        if self.primary:
+            self.writer.write_images(step, {name: image[None]})
+
     def flush(self):
         self.writer.flush()
+
+
+def lambda_loss_chart(summary: dict) -> np.ndarray:
+    """A bar chart (HWC uint8) of the mean loss per λ-bin from a :func:`_summarise` dict."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lo = np.asarray(LAM_BIN_EDGES[:-1])
+    width = np.diff(LAM_BIN_EDGES)
+    values = [summary.get(_bin_key(a, b), np.nan) for a, b in _bins()]
+    fig, ax = plt.subplots(figsize=(5, 2.6), dpi=80)
+    ax.bar(lo, values, width=width, align="edge", color="tab:blue")
+    ax.set(xlabel="λ = log SNR", ylabel="mean loss", title="loss per noise level")
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image
 
 
 def _summarise(acc: dict, n: int) -> dict:
@@ -86,12 +111,18 @@ def _summarise(acc: dict, n: int) -> dict:
     out["train/lam_min"] = host["lam_min"]
     out["train/lam_max"] = host["lam_max"]
     counts = host["lam_bin_count"]
-    for i, (lo, hi) in enumerate(zip(LAM_BIN_EDGES[:-1], LAM_BIN_EDGES[1:], strict=True)):
+    for i, (lo, hi) in enumerate(_bins()):
         if counts[i] > 0:
-            out[f"train_lambda_bins/loss_{lo:+05.0f}_{hi:+05.0f}"] = (
-                host["lam_bin_loss_sum"][i] / counts[i]
-            )
+            out[_bin_key(lo, hi)] = host["lam_bin_loss_sum"][i] / counts[i]
     return out
+
+
+def _bins():
+    return zip(LAM_BIN_EDGES[:-1], LAM_BIN_EDGES[1:], strict=True)
+
+
+def _bin_key(lo: float, hi: float) -> str:
+    return f"train_lambda_bins/loss_{lo:+05.0f}_{hi:+05.0f}"
 
 
 def _accumulate(acc, m):
@@ -202,6 +233,7 @@ def _run(exp: Experiment, state, start: int, end: int, data_iter, ckpt, workdir:
             if step % c.log_every_steps == 0 or step == end:
                 last = _summarise(acc, n_acc)
                 logs.write(step, last)
+                logs.write_image(step, "train/loss_by_lambda", lambda_loss_chart(last))
                 acc, n_acc = None, 0
                 if bar is not None:
                     bar.set_postfix(loss=f"{last['train/loss']:.4f}")
