@@ -38,10 +38,20 @@ def machine() -> str:
             ).stdout.strip()
         except OSError:
             pass
+    load = ", ".join(f"{a:.1f}" for a in os.getloadavg())
+    torch = ""
+    try:
+        import torch as _torch
+
+        torch = f"; torch {_torch.__version__} ({_torch.get_num_threads()} threads)"
+    except ImportError:
+        pass
     return (
-        f"{cpu}, {os.cpu_count()} cores{mem}; JAX {jax.__version__} on {accel}"
+        f"{cpu}, {os.cpu_count()} cores{mem}, load average {load}; JAX {jax.__version__} on "
+        f"{accel}"
         + (f" ({gpu})" if gpu else "")
-        + f"; Python {platform.python_version()}"
+        + torch
+        + f"; Python {platform.python_version()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
 
 

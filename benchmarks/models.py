@@ -18,7 +18,6 @@ import argparse
 import datetime
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -114,32 +113,9 @@ def time_interleaved(steps: dict, iters: int) -> dict:
 
 
 def machine_description() -> str:
-    import flax
-    import jax
-    import jaxlib
+    from common import machine
 
-    cpu = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, flax {flax.__version__}"
-    try:
-        import diffusers
-        import torch
-
-        versions += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
-        versions += f", diffusers {diffusers.__version__}"
-    except ImportError:
-        versions += ", torch not installed"
-    load = ", ".join(f"{a:.1f}" for a in os.getloadavg())
-    return (
-        f"{cpu}, {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}; "
-        f"{versions}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
-    )
+    return machine()
 
 
 def run(args) -> str:

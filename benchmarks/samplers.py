@@ -14,7 +14,6 @@ import argparse
 import datetime
 import functools
 import os
-import platform
 import time
 
 import jax
@@ -28,26 +27,10 @@ from jaxdiff.models.conditioning import logsnr_to_cond
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def machine_description() -> str:
-    """One line: devices, host CPU, core count, load average (other jobs), JAX version."""
-    devices = jax.devices()
-    kinds = sorted({d.device_kind for d in devices})
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{len(devices)}× {'/'.join(kinds)} ({jax.default_backend()}); host {_cpu_name()}, "
-        f"{os.cpu_count()} cores, load average {load:.1f}; jax {jax.__version__}"
-    )
+    from common import machine
+
+    return machine()
 
 
 def _apply(model, variables, x, lam, y):
