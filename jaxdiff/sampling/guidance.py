@@ -10,6 +10,12 @@ Guidance interval (Kynkäänniemi et al. 2024): with ``lam_interval=(lo, hi)`` g
 applied only where ``lo <= λ <= hi``, λ being the value the denoise function receives
 (``λ_eff`` of the sampler, i.e. including input scaling); elsewhere the conditional
 prediction is returned.
+
+Guided channels: with ``channels=k`` only the first k output channels (last axis) are
+guided, the rest are the conditional prediction's. A network with a learned variance guides
+its C mean channels (k = C) and takes the variance from the conditional row; the official
+DiT code guides only the first 3 of its 4 latent channels (``channels=3``, a known quirk
+kept "for exact reproducibility"), which is needed to reproduce its FID exactly.
 """
 
 from __future__ import annotations
@@ -28,25 +34,30 @@ def guided_prediction(
     scale: jax.typing.ArrayLike,
     lam_lo: jax.typing.ArrayLike = -jnp.inf,
     lam_hi: jax.typing.ArrayLike = jnp.inf,
+    channels: int | None = None,
 ) -> jax.Array:
     """``uncond + scale·(cond − uncond)`` where ``lam_lo <= λ <= lam_hi``, else ``cond``.
 
-    cond, uncond: (B, ...); lam: (B,). No Python branching on traced values.
+    cond, uncond: (B, ..., C); lam: (B,); ``channels``: None (all) or k, guide only
+    ``[..., :k]`` and keep ``cond`` in the rest. No Python branching on traced values.
     """
     guided = uncond + scale * (cond - uncond)
     inside = (lam >= lam_lo) & (lam <= lam_hi)
     inside = inside.reshape(inside.shape + (1,) * (cond.ndim - inside.ndim))
+    if channels is not None:
+        keep = jnp.arange(cond.shape[-1]) < channels
+        inside = inside & keep
     return jnp.where(inside, guided, cond)
 
 
-def _cfg_apply(model_fn, y, null_label, scale, lam_lo, lam_hi, x, lam):
+def _cfg_apply(model_fn, y, null_label, scale, lam_lo, lam_hi, channels, x, lam):
     """One batched network call on [cond; uncond] rows, then ``guided_prediction``."""
     batch = x.shape[0]
     x2 = jnp.concatenate([x, x])
     lam2 = jnp.concatenate([lam, lam])
     y2 = jnp.concatenate([y, jnp.full_like(y, null_label)])
     out = model_fn(x2, lam2, y2)
-    return guided_prediction(out[:batch], out[batch:], lam, scale, lam_lo, lam_hi)
+    return guided_prediction(out[:batch], out[batch:], lam, scale, lam_lo, lam_hi, channels)
 
 
 def cfg_denoise_fn(
@@ -55,6 +66,7 @@ def cfg_denoise_fn(
     null_label: int,
     scale: float,
     lam_interval: tuple[float, float] | None = None,
+    channels: int | None = None,
 ) -> Partial:
     """A guided ``denoise_fn(x, lam)`` for ``jaxdiff.sampling.sample``.
 
@@ -66,6 +78,8 @@ def cfg_denoise_fn(
       null_label: the unconditional class (``num_classes`` for DiT).
       scale: guidance scale (DiT convention, 1 = no guidance; Ho & Salimans' w is scale − 1).
       lam_interval: optional (lam_lo, lam_hi); guidance only for λ inside, else conditional.
+      channels: None (guide every output channel) or k: guide only the first k channels
+        (the mean of a learned-variance network; 3 for the official DiT's quirk).
 
     Returns:
       a ``Partial`` (a pytree: y, scale and the interval are data, not compile-time constants).
@@ -78,10 +92,20 @@ def cfg_denoise_fn(
                 f"lam_interval must be (lam_lo, lam_hi) with lo <= hi, got {lam_interval}"
             )
         lam_lo, lam_hi = lam_interval
+    if channels is not None and (isinstance(channels, bool) or int(channels) < 1):
+        raise ValueError(f"channels must be None or a positive integer, got {channels!r}")
     if not isinstance(model_fn, Partial):
         model_fn = Partial(model_fn)
     y = jnp.asarray(y, jnp.int32)
     f32 = lambda v: jnp.asarray(v, jnp.float32)
+    channels = None if channels is None else int(channels)
     return Partial(
-        _cfg_apply, model_fn, y, jnp.int32(null_label), f32(scale), f32(lam_lo), f32(lam_hi)
+        _cfg_apply,
+        model_fn,
+        y,
+        jnp.int32(null_label),
+        f32(scale),
+        f32(lam_lo),
+        f32(lam_hi),
+        channels,
     )

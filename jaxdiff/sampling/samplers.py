@@ -25,6 +25,13 @@ The time grid is ``t_i = linspace(t_start, t_end, steps + 1)``, ``λ_i = schedul
 ``λ_i → λ_{i+1}`` with the method's rule; the last step returns the denoised ``x̂0`` of
 the state at ``λ_{steps−1}`` (DDIM/DDPM to γ = 1, EDM's final Euler step to σ = 0).
 The start state is ``z ~ N(0, I)`` (exact as λ(t_start) → −∞), or ``x_init``.
+Instead of a schedule, an explicit grid ``lams`` of the ``steps`` evaluation levels may be
+given (e.g. ``respace.respaced_logsnr("250")``, the official DiT protocol).
+
+Learned variance (Nichol & Dhariwal 2021, "learned range"): with ``variance="learned"`` the
+network returns 2C channels, the prediction then ``v ∈ [−1, 1]``, and the DDPM step variance
+is ``exp(f·log β + (1 − f)·log β̃)``, ``f = (v + 1)/2``, between the step's "large" variance
+``β = 1 − γ/γ_next`` and its posterior ("small") variance ``β̃ = σ²_next/σ²·β``.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from jax.tree_util import Partial
 from jaxdiff import noise
 
 TARGETS = noise.TARGETS
-VARIANCES = ("small", "large")
+VARIANCES = ("small", "large", "learned")
 
 # A step rule: (z, predict, lam, lam_next, key, opts) -> (z_next, y0_hat), see `_ddpm_rule`.
 StepRule = Callable[..., tuple[jax.Array, jax.Array]]
@@ -54,8 +61,9 @@ def register(name: str, evals_per_step: int = 1) -> Callable[[StepRule], StepRul
 
     A rule is ``rule(z, predict, lam, lam_next, key, opts) -> (z_next, y0_hat)``: z the
     state (VP on b·x0 at the schedule's λ, scalar), ``predict(z, lam) -> (ŷ0, ε̂)`` one
-    network evaluation, opts holds "eta", "variance" and "constrain" (apply to new noise
-    draws for sharding). ``evals_per_step`` counts its ``predict`` calls.
+    network evaluation, opts holds "eta", "variance", "constrain" (apply to new noise
+    draws for sharding) and "predict_with_variance" (``-> (ŷ0, ε̂, v)`` when
+    ``variance == "learned"``). ``evals_per_step`` counts its ``predict`` calls.
     """
 
     def wrap(rule: StepRule) -> StepRule:
@@ -122,6 +130,20 @@ def ddpm_moments(
     return mean, var
 
 
+def learned_range_variance(v: jax.Array, lam: jax.Array, lam_next: jax.Array) -> jax.Array:
+    """``exp(f·log β + (1 − f)·log β̃)``, f = (v + 1)/2: the learned-range step variance.
+
+    β = 1 − γ/γ_next ("large"), β̃ = σ²_next/σ²·β (the posterior, "small"); v the network's
+    variance output (any shape), λ < λ_next scalars. Computed in logs (log β̃ = log β +
+    log σ²_next − log σ²), so tiny variances near λ_max do not underflow.
+    """
+    _, one_minus_a = _signal_ratio2(lam, lam_next)
+    log_large = jnp.log(one_minus_a)
+    log_small = log_large + jax.nn.log_sigmoid(-lam_next) - jax.nn.log_sigmoid(-lam)
+    frac = (v.astype(jnp.float32) + 1.0) / 2.0
+    return jnp.exp(frac * log_large + (1.0 - frac) * log_small)
+
+
 def ddim_update(
     y0_hat: jax.Array,
     eps_hat: jax.Array,
@@ -169,9 +191,14 @@ def heun_update(
 
 @register("ddpm")
 def _ddpm_rule(z, predict, lam, lam_next, key, opts):
-    """Ancestral DDPM step (Chen 2023 Algorithm 3)."""
-    y0_hat, _ = predict(z, lam)
-    mean, var = ddpm_moments(z, y0_hat, lam, lam_next, opts["variance"])
+    """Ancestral DDPM step (Chen 2023 Algorithm 3); learned-range variance if asked."""
+    if opts["variance"] == "learned":
+        y0_hat, _, v = opts["predict_with_variance"](z, lam)
+        mean, _ = ddpm_moments(z, y0_hat, lam, lam_next, "small")
+        var = learned_range_variance(v, lam, lam_next)
+    else:
+        y0_hat, _ = predict(z, lam)
+        mean, var = ddpm_moments(z, y0_hat, lam, lam_next, opts["variance"])
     draw = opts["constrain"](jax.random.normal(key, z.shape, z.dtype))
     return mean + jnp.sqrt(var) * draw, y0_hat
 
@@ -211,20 +238,34 @@ def _heun_rule(z, predict, lam, lam_next, key, opts):
 # ----------------------------------------------------------------------------- prediction
 
 
-def _predict(denoise_fn, z, lam, *, target, scale, normalize, clip):
-    """Network call at state z and schedule logSNR λ (scalar) -> (ŷ0 = b·x̂0, ε̂) in z-space."""
+def _predict(denoise_fn, z, lam, *, target, scale, normalize, clip, learned=False):
+    """Network call at state z and schedule logSNR λ (scalar) -> (ŷ0 = b·x̂0, ε̂) in z-space.
+
+    With ``learned`` the network returns 2C channels and the result is (ŷ0, ε̂, v), v the
+    last C channels (the learned-range variance output).
+    """
     a2, s2 = _alpha_sigma2(lam)
     alpha, sigma = jnp.sqrt(a2), jnp.sqrt(s2)
     lam_eff = noise.effective_logsnr(lam, scale)  # λ + 2·log b
     x_tilde = z / noise.input_norm(lam, scale)  # sqrt((b² − 1)·γ + 1)
     x_in = x_tilde if normalize else z
     pred = denoise_fn(x_in, jnp.full((z.shape[0],), lam_eff, jnp.float32))
+    if learned:
+        channels = z.shape[-1]
+        if pred.shape[-1] != 2 * channels:
+            raise ValueError(
+                f"variance='learned' needs a network output of 2×{channels} channels (mean, "
+                f"variance), got shape {pred.shape}"
+            )
+        pred, var_out = pred[..., :channels], pred[..., channels:]
     pred = pred.astype(z.dtype)
     y0_hat = scale * noise.convert(pred, target, "x0", x_tilde, lam_eff)
     eps_hat = noise.convert(pred, target, "eps", x_tilde, lam_eff)
     if clip is not None:
         y0_hat = jnp.clip(y0_hat, -clip, clip)
         eps_hat = (z - alpha * y0_hat) / sigma
+    if learned:
+        return y0_hat, eps_hat, var_out
     return y0_hat, eps_hat
 
 
@@ -283,10 +324,16 @@ def _run(
         pred, box["carry"] = denoise_fn(x_in, lam_vec, box["carry"])
         return pred
 
-    predict = functools.partial(
-        _predict, call, target=target, scale=scale, normalize=normalize, clip=clip
-    )
-    opts = {"eta": eta, "variance": variance, "constrain": constrain}
+    kw = dict(target=target, scale=scale, normalize=normalize, clip=clip)
+    learned = variance == "learned"
+    predict_full = functools.partial(_predict, call, learned=learned, **kw)
+    predict = (lambda z, lam: predict_full(z, lam)[:2]) if learned else predict_full
+    opts = {
+        "eta": eta,
+        "variance": variance,
+        "constrain": constrain,
+        "predict_with_variance": predict_full,
+    }
     rule = _RULES[method]
     steps = lams.shape[0] - 1
 
@@ -338,8 +385,9 @@ def sample(
     denoise_fn: Callable[[jax.Array, jax.Array], jax.Array],
     shape: tuple[int, ...],
     schedule,
-    steps: int,
+    steps: int | None,
     *,
+    lams: jax.typing.ArrayLike | None = None,
     method: str = "ddpm",
     target: str = "eps",
     eta: float = 0.0,
@@ -364,12 +412,20 @@ def sample(
         compiled sampler as a pytree, so new parameters/labels in it do not recompile; a
         plain function is keyed by identity (wrap calls with fresh closures in your own jit).
       shape: output shape, batch first.
-      schedule: inference schedule (``.logsnr(t)``), e.g. ``noise.get_schedule("cosine")``.
-      steps: number of steps (network evaluations: ``num_evaluations(method, steps)``).
+      schedule: inference schedule (``.logsnr(t)``), e.g. ``noise.get_schedule("cosine")``;
+        None when ``lams`` is given.
+      steps: number of steps (network evaluations: ``num_evaluations(method, steps)``); with
+        ``lams`` None or ``len(lams)``.
+      lams: optional explicit grid (steps,) of increasing logSNR values at which the network
+        is evaluated, replacing ``schedule`` and the t grid: steps move ``lams[i] →
+        lams[i+1]`` and the last returns x̂0 at ``lams[-1]`` (e.g.
+        ``respace.respaced_logsnr("250")``, the official DiT 250-step DDPM).
       method: "ddpm" (ancestral), "ddim" (η) or "heun" (EDM 2nd order; the last step Euler).
       target: "eps", "x0", "v" or "flow", what the network predicts.
       eta: DDIM noise (0 deterministic, 1 = DDPM "small").
-      variance: DDPM step variance, "small" (posterior) or "large" (1 − γ/γ_next).
+      variance: DDPM step variance, "small" (posterior), "large" (1 − γ/γ_next) or
+        "learned" (the network returns 2C channels: prediction, then v ∈ [−1, 1] of the
+        learned range, see ``learned_range_variance``; other methods ignore v).
       clip_x0: None, or bound B: ŷ0 = b·x̂0 is clipped to [−B, B] and ε̂ recomputed (Chen
         2023 clips to [−b, b], so pass ``clip_x0=input_scale`` for data in [−1, 1]).
       input_scale: b of Chen 2023 (the network was trained on b·x0).
@@ -388,12 +444,26 @@ def sample(
     Returns:
       samples of ``shape`` in data units (float32), or ``(samples, trajectory)``.
     """
+    if lams is not None:
+        grid = jnp.asarray(lams, jnp.float32)
+        if grid.ndim != 1 or grid.shape[0] < 1:
+            raise ValueError(f"lams must be a 1-D grid of logSNR values, got shape {grid.shape}")
+        if steps is not None and steps != grid.shape[0]:
+            raise ValueError(f"steps={steps} does not match len(lams)={grid.shape[0]}")
+        if not isinstance(grid, jax.core.Tracer) and not bool(jnp.all(jnp.diff(grid) > 0)):
+            raise ValueError("lams must be strictly increasing (noisiest level first)")
+        steps = int(grid.shape[0])
     _check_args(method, target, steps, eta, variance, clip_x0, input_scale, t_start, t_end)
     shape, steps = tuple(int(d) for d in shape), int(steps)
     if x_init is not None and tuple(x_init.shape) != shape:
         raise ValueError(f"x_init must have shape {shape}, got {tuple(x_init.shape)}")
-    t = jnp.linspace(t_start, t_end, steps + 1, dtype=jnp.float32)
-    lams = jnp.asarray(schedule.logsnr(t), jnp.float32)
+    if lams is not None:  # the last grid point is never evaluated (the final step is x̂0)
+        lams = jnp.concatenate([grid, grid[-1:]])
+    else:
+        if schedule is None:
+            raise ValueError("give an inference schedule or an explicit lams grid")
+        t = jnp.linspace(t_start, t_end, steps + 1, dtype=jnp.float32)
+        lams = jnp.asarray(schedule.logsnr(t), jnp.float32)
     if not isinstance(denoise_fn, Partial):
         denoise_fn = Partial(denoise_fn)
     return _run(

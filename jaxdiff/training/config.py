@@ -69,7 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampling = ml_collections.ConfigDict(
         dict(method="ddim", steps=50, schedule="cosine", eta=0.0, variance="small",
              guidance_scale=1.0, guidance_lam_min=placeholder(float),
-             guidance_lam_max=placeholder(float), clip_x0=True, num_grid=64, batch_size=64)
+             guidance_lam_max=placeholder(float), guidance_channels=placeholder(int),
+             clip_x0=True, num_grid=64, batch_size=64)
     )  # fmt: skip
     c.eval = ml_collections.ConfigDict(
         dict(num_samples=1000, fid_stats="", inception_weights="", digits_num_samples=500)
@@ -201,10 +202,43 @@ def validate_config(config, num_devices: int | None = None) -> None:
 
     make_optimizer(config.optim, config.total_steps)
     make_noise_spec(noise_config(config))
-    build_model(config)
+    validate_sampling(config, build_model(config))
     from jaxdiff.training.sharding import resolve_mesh_shape
 
     resolve_mesh_shape(config.mesh.shape, config.mesh.axes, num_devices)
+
+
+def validate_sampling(config, model) -> None:
+    """Checks ``config.sampling`` against the samplers and the model; ValueError names the field."""
+    from jaxdiff import noise
+    from jaxdiff.sampling import list_samplers
+    from jaxdiff.sampling.samplers import VARIANCES
+
+    s = config.sampling
+    if s.method not in list_samplers():
+        raise ValueError(f"sampling.method: unknown {s.method!r}; known: {list_samplers()}")
+    schedules = [*noise.list_schedules(), "ddpm_linear"]
+    if s.schedule not in schedules:
+        raise ValueError(f"sampling.schedule: unknown {s.schedule!r}; known: {schedules}")
+    if not isinstance(s.steps, int) or s.steps < 1:
+        raise ValueError(f"sampling.steps must be an integer >= 1, got {s.steps!r}")
+    if s.schedule == "ddpm_linear" and s.steps > 1000:
+        raise ValueError(f"sampling.steps={s.steps}: the ddpm_linear grid has at most 1000 steps")
+    if s.variance not in VARIANCES:
+        raise ValueError(f"sampling.variance: unknown {s.variance!r}; known: {list(VARIANCES)}")
+    if s.variance == "learned" and not getattr(model, "learn_sigma", False):
+        raise ValueError(
+            "sampling.variance='learned' needs a network with a learned variance output (a "
+            "converted official DiT checkpoint in init_from); use 'small' or 'large'"
+        )
+    if s.variance == "learned" and is_rin(config):
+        raise ValueError("sampling.variance='learned' is not available for RIN models")
+    k = s.get("guidance_channels")
+    if k is not None and not 1 <= k <= config.data.channels:
+        raise ValueError(
+            f"sampling.guidance_channels must be None or in [1, {config.data.channels}] "
+            f"(data.channels), got {k!r}"
+        )
 
 
 def make_tiny(c: ml_collections.ConfigDict, model: str, image_size: int = 16) -> None:

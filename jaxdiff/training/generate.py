@@ -15,6 +15,8 @@ from jaxdiff import noise
 from jaxdiff.training import config as config_lib
 from jaxdiff.training.sharding import batch_sharding
 
+DDPM_LINEAR_GRID = "ddpm_linear"  # sampling.schedule: the official DiT respaced DDPM grid
+
 
 def _sampling_kwargs(config) -> dict:
     s, n = config.sampling, config.noise
@@ -37,35 +39,66 @@ def _guidance_interval(config):
     return (-jnp.inf if lo is None else lo, jnp.inf if hi is None else hi)
 
 
+def sampling_grid(config, steps: int) -> dict:
+    """``schedule`` or explicit ``lams`` for ``sample``: ``sampling.schedule`` names an
+    inference schedule, or "ddpm_linear", the official DiT grid (the 1000-step linear-β DDPM
+    respaced to ``steps`` steps, ``respace.respaced_logsnr(str(steps))``)."""
+    name = config.sampling.schedule
+    if name == DDPM_LINEAR_GRID:
+        from jaxdiff.sampling.respace import respaced_logsnr
+
+        return dict(schedule=None, lams=respaced_logsnr(str(steps)))
+    return dict(schedule=noise.get_schedule(name), lams=None)
+
+
+def guidance_channels(config, model) -> int | None:
+    """Channels guided by CFG: ``sampling.guidance_channels`` if set, else all the mean
+    channels (a learned-σ network's variance output follows the conditional row)."""
+    k = config.sampling.get("guidance_channels")
+    if k is not None:
+        return int(k)
+    return int(config.data.channels) if getattr(model, "learn_sigma", False) else None
+
+
 @functools.lru_cache(maxsize=8)
 def _compiled_sampler(exp, batch: int, steps: int):
+    from jaxdiff.models.conditioning import get_cond_fn
     from jaxdiff.sampling import sample
     from jaxdiff.sampling.guidance import cfg_denoise_fn
+    from jaxdiff.training.step import make_apply_fn
 
     c = exp.config
     shape = (batch, c.data.image_size, c.data.image_size, c.data.channels)
-    schedule = noise.get_schedule(c.sampling.schedule)
+    grid = sampling_grid(c, steps)
     kwargs = _sampling_kwargs(c)
     scale = float(c.sampling.guidance_scale)
     shard = batch_sharding(exp.mesh) if batch % exp.mesh.size == 0 else None
+    apply_fn = exp.apply_fn
+    if c.sampling.variance == "learned":  # keep the network's variance channels
+        cond_fn = get_cond_fn(getattr(exp.model, "conditioning", "logsnr"))
+        apply_fn = make_apply_fn(exp.model, cond_fn=cond_fn, keep_variance=True)
 
     def run(params, key, labels):
         if config_lib.is_rin(c):  # latent self-conditioning: latents carried across steps
             denoise, carry = _rin_denoiser(exp, params, labels, scale, _guidance_interval(c))
-            return sample(
-                key, denoise, shape, schedule, steps, sharding=shard, carry=carry, **kwargs
-            )
+            return sample(key, denoise, shape, steps=steps, sharding=shard, carry=carry,
+                          **grid, **kwargs)  # fmt: skip
 
         def model_fn(x, lam, y):
-            return exp.apply_fn(params, x, lam, y, jax.random.key(0), False)
+            return apply_fn(params, x, lam, y, jax.random.key(0), False)
 
         if scale != 1.0:
             denoise = cfg_denoise_fn(
-                model_fn, labels, exp.num_classes, scale, _guidance_interval(c)
+                model_fn,
+                labels,
+                exp.num_classes,
+                scale,
+                _guidance_interval(c),
+                channels=guidance_channels(c, exp.model),
             )
         else:
             denoise = lambda x, lam: model_fn(x, lam, labels)
-        return sample(key, denoise, shape, schedule, steps, sharding=shard, **kwargs)
+        return sample(key, denoise, shape, steps=steps, sharding=shard, **grid, **kwargs)
 
     return jax.jit(run)
 
@@ -141,22 +174,37 @@ def sample_images(exp, params, key, labels, steps: int | None = None) -> np.ndar
     return np.asarray(out)
 
 
-def sample_many(exp, params, key, num: int, batch_size: int | None = None, progress=None):
-    """``num`` samples (float, data range) with balanced class labels, in batches."""
+def iter_samples(exp, params, key, num: int, batch_size: int | None = None):
+    """Yields ``(images, labels)`` batches (float images in the data range, latents decoded;
+    balanced class labels ``i % num_classes``) until ``num`` samples, the last one trimmed.
+
+    Batch i uses ``fold_in(key, i)``: the samples do not depend on how they are consumed.
+    """
     c = exp.config
     batch_size = int(batch_size or c.sampling.batch_size)
     batch_size = max(exp.mesh.size, batch_size - batch_size % exp.mesh.size)
     nc = exp.num_classes if c.model.class_conditional else 0
-    images, labels = [], []
     for i in range(math.ceil(num / batch_size)):
         y = (np.arange(i * batch_size, (i + 1) * batch_size) % max(nc, 1)).astype(np.int32)
         if nc == 0:
             y[:] = exp.num_classes
-        images.append(sample_images(exp, params, jax.random.fold_in(key, i), y))
+        keep = min(batch_size, num - i * batch_size)
+        images = sample_images(exp, params, jax.random.fold_in(key, i), y)
+        yield images[:keep], y[:keep]
+
+
+def sample_many(
+    exp, params, key, num: int, batch_size: int | None = None, progress=None, uint8=False
+):
+    """``num`` samples with balanced class labels, in batches: floats in the data range, or
+    uint8 (converted batch by batch, a quarter of the memory) with ``uint8=True``."""
+    images, labels = [], []
+    for x, y in iter_samples(exp, params, key, num, batch_size):
+        images.append(to_uint8(x) if uint8 else x)
         labels.append(y)
         if progress is not None:
-            progress.update(min(batch_size, num - i * batch_size))
-    return np.concatenate(images)[:num], np.concatenate(labels)[:num]
+            progress.update(len(y))
+    return np.concatenate(images), np.concatenate(labels)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -165,10 +213,10 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def save_grid(images: np.ndarray, path: str, ncols: int | None = None, pad: int = 1) -> str:
-    """Writes a PNG grid of float images in [-1, 1] (N, H, W, C) with C in {1, 3}."""
+    """Writes a PNG grid of images (N, H, W, C), C in {1, 3}: floats in [-1, 1] or uint8."""
     from PIL import Image
 
-    imgs = to_uint8(images)
+    imgs = images if images.dtype == np.uint8 else to_uint8(images)
     n, h, w, ch = imgs.shape
     ncols = ncols or int(math.ceil(math.sqrt(n)))
     nrows = int(math.ceil(n / ncols))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import signal
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -148,23 +150,22 @@ def _check_finite(metrics, step: int):
         )
 
 
-def _init_from(exp: Experiment, state, path: str):
-    """Replace params (and EMA) with another run's weights."""
+def _placed_weights(ref_params, path: str, num_ema: int):
+    """(params, EMA copies found, at most ``num_ema``) of another run or converted checkpoint,
+    placed like ``ref_params`` (arrays or abstract arrays with shardings)."""
     saved = load_params(path)
-    params = jax.tree_util.tree_map(
-        lambda ref, x: jax.device_put(np.asarray(x, ref.dtype), ref.sharding),
-        state.params,
-        saved["params"],
-    )
+    place = lambda ref, x: jax.device_put(np.asarray(x, ref.dtype), ref.sharding)  # noqa: E731
+    params = jax.tree_util.tree_map(place, ref_params, saved["params"])
     ema = saved.get("ema")
     if isinstance(ema, dict):
         ema = tuple(ema[k] for k in sorted(ema, key=int))
-    ema = tuple(
-        jax.tree_util.tree_map(
-            lambda ref, x: jax.device_put(np.asarray(x, ref.dtype), ref.sharding), params, e
-        )
-        for e in (ema[: len(state.ema)] if ema else ())
-    )
+    ema = tuple(jax.tree_util.tree_map(place, params, e) for e in (ema[:num_ema] if ema else ()))
+    return params, ema
+
+
+def _init_from(exp: Experiment, state, path: str):
+    """Replace params (and EMA) with another run's weights."""
+    params, ema = _placed_weights(state.params, path, len(state.ema))
     # Fresh buffers: the state is donated to the step, so no two leaves may share one.
     ema = ema + tuple(
         jax.tree_util.tree_map(jnp.copy, params) for _ in range(len(state.ema) - len(ema))
@@ -300,14 +301,33 @@ def evaluate_digits(exp: Experiment, state, workdir: str, num: int | None = None
     return {f"eval/digits_{k}": v for k, v in scores.items()}
 
 
+@dataclasses.dataclass(frozen=True)
+class InferenceState:
+    """The weights sampling needs (``params`` and the EMA copies), without optimizer state."""
+
+    params: Any
+    ema: tuple = ()
+
+
 def restore_for_inference(config, workdir: str, devices=None):
-    """(experiment, state, step) from the latest readable checkpoint of ``workdir``."""
+    """(experiment, state, step) from the latest readable checkpoint of ``workdir``.
+
+    Without a checkpoint there, the weights of ``config.init_from`` (another run, or a
+    converted official DiT) are used as an ``InferenceState`` at step 0, so an imported
+    checkpoint samples and evaluates with no training run.
+    """
     exp = build_experiment(config, devices=devices)
     ckpt = Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"))
     abstract = abstract_with_shardings(exp.abstract_state, exp.state_shardings)
     restored = ckpt.restore_latest(abstract)
     if restored is None:
-        raise ValueError(f"workdir: no checkpoint found in {workdir!r}; train first")
+        if config.get("init_from"):
+            print(f"No checkpoint in {workdir}; using the weights of {config.init_from}")
+            params, ema = _placed_weights(abstract.params, config.init_from, len(abstract.ema))
+            return exp, InferenceState(params=params, ema=ema), 0
+        raise ValueError(
+            f"workdir: no checkpoint found in {workdir!r}; train first (or set init_from)"
+        )
     state, step = restored
     return exp, state, step
 

@@ -26,12 +26,15 @@ def make_apply_fn(
     self_cond_rate: float = 0.9,
     compute_dtype=jnp.float32,
     cond_fn=None,
+    keep_variance: bool = False,
 ) -> ApplyFn:
     """``apply(params, x_t, lam, y, key, train) -> prediction`` (float32).
 
     Maps λ to the network's conditioning (``logsnr_to_cond`` by default), optionally runs
     the network in bf16 with float32 params, and for RIN performs latent self-conditioning
     (two passes, the first under ``stop_gradient``, chosen by a Bernoulli draw) in training.
+    A learned-σ network (official DiT) returns 2C channels; the first C are kept unless
+    ``keep_variance`` (sampling with ``variance="learned"``).
     """
     cond_fn = logsnr_to_cond if cond_fn is None else cond_fn
 
@@ -61,7 +64,9 @@ def make_apply_fn(
         else:
             out = model.apply(variables, x_t, cond, y, train=train, rngs={"dropout": k_drop})
         # Learned-σ checkpoints (official DiT) output 2C channels: the first C are the mean.
-        return out[..., : x_t.shape[-1]].astype(jnp.float32)
+        if not keep_variance:
+            out = out[..., : x_t.shape[-1]]
+        return out.astype(jnp.float32)
 
     return apply
 
