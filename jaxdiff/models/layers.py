@@ -32,10 +32,12 @@ zeros = nn.initializers.zeros
 def fast_grad_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """y = x @ kernel for x (..., I), kernel (I, O); same value as `jnp.dot`.
 
-    Its VJP computes dx = g·Kᵀ and dK = Xᵀ·g with Xᵀ (I, N) materialised before the dot
-    (N = all leading axes of x flattened). Autodiff's own dK contracts X and g over their
-    leading (token) axis, a layout that misses XLA:CPU's fast matmul path; the gradient is
-    the same up to float round-off (tested).
+    Its VJP computes dx = g·Kᵀ and dK = Xᵀ·g as one 2-D matmul over N = all leading axes of
+    x flattened. Autodiff's own dK contracts X and g over two axes (batch and tokens), which
+    misses XLA:CPU's fast matmul path; materialising Xᵀ first is no better inside a network,
+    because XLA fuses that transpose with the elementwise ops producing X into a slow,
+    untiled loop (measured: a DiT block's forward+backward 330 ms -> 260 ms on 2 cores). The
+    gradient is the same up to float round-off (tested).
     """
     return jnp.dot(x, kernel)
 
@@ -49,8 +51,7 @@ def _fast_grad_matmul_bwd(res, g):
     x2 = x.reshape(-1, x.shape[-1])
     g2 = g.reshape(-1, g.shape[-1])
     dx = jnp.dot(g, kernel.T).astype(x.dtype)
-    x2_t = jax.lax.optimization_barrier(jnp.transpose(x2))  # force a materialised (I, N) copy
-    dk = jnp.dot(x2_t, g2).astype(kernel.dtype)
+    dk = jax.lax.dot_general(x2, g2, (((0,), (0,)), ((), ()))).astype(kernel.dtype)
     return dx, dk
 
 
@@ -180,12 +181,30 @@ def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
     return x * (1 + scale[:, None]) + shift[:, None]
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """softmax(q·kᵀ/√d)·v per head; q (B, Nq, H, d), k/v (B, Nk, H, d) -> (B, Nq, H, d)."""
+def heads_first_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """softmax(q·kᵀ/√d)·v per head; q (B, H, Nq, d), k/v (B, H, Nk, d) -> (B, H, Nq, d).
+
+    The heads-first layout makes every attention matmul a plain batched matmul over (B, H);
+    with heads in the middle XLA:CPU transposes inside the dots (forward 69 ms -> 18 ms for
+    DiT-S/2 shapes, batch 16, on 2 cores).
+    """
     q = q * (q.shape[-1] ** -0.5)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k)
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    return jnp.einsum("bhqk,bhkd->bhqd", weights, v)
+
+
+def split_heads(x: jax.Array, parts: int, num_heads: int) -> jax.Array:
+    """(B, N, parts·D) -> (parts, B, H, N, D/H): fused projections split into heads-first."""
+    b, n, f = x.shape
+    x = x.reshape(b, n, parts, num_heads, f // (parts * num_heads))
+    return x.transpose(2, 0, 3, 1, 4)
+
+
+def merge_heads(x: jax.Array) -> jax.Array:
+    """(B, H, N, d) -> (B, N, H·d)."""
+    b, h, n, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(b, n, h * d)
 
 
 class SelfAttention(nn.Module):
@@ -196,11 +215,11 @@ class SelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, n, d = x.shape
+        d = x.shape[-1]
         qkv = Dense(3 * d, fast_grad=self.fast_grad, name="qkv")(x)
-        qkv = qkv.reshape(b, n, 3, self.num_heads, d // self.num_heads)
-        out = dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
-        return Dense(d, fast_grad=self.fast_grad, name="proj")(out.reshape(b, n, d))
+        q, k, v = split_heads(qkv, 3, self.num_heads)
+        out = merge_heads(heads_first_attention(q, k, v))
+        return Dense(d, fast_grad=self.fast_grad, name="proj")(out)
 
 
 class CrossAttention(nn.Module):
@@ -211,14 +230,12 @@ class CrossAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
-        b, n, d = x.shape
-        m = context.shape[1]
-        hd = d // self.num_heads
-        q = Dense(d, fast_grad=self.fast_grad, name="q")(x).reshape(b, n, self.num_heads, hd)
+        d = x.shape[-1]
+        q = split_heads(Dense(d, fast_grad=self.fast_grad, name="q")(x), 1, self.num_heads)[0]
         kv = Dense(2 * d, fast_grad=self.fast_grad, name="kv")(context)
-        kv = kv.reshape(b, m, 2, self.num_heads, hd)
-        out = dot_product_attention(q, kv[:, :, 0], kv[:, :, 1])
-        return Dense(d, fast_grad=self.fast_grad, name="proj")(out.reshape(b, n, d))
+        k, v = split_heads(kv, 2, self.num_heads)
+        out = merge_heads(heads_first_attention(q, k, v))
+        return Dense(d, fast_grad=self.fast_grad, name="proj")(out)
 
 
 GELU_TANH_C = 2.0 * math.sqrt(2.0 / math.pi)
