@@ -1,11 +1,14 @@
 """Samples/s and network evaluations/s of each sampler with a small DiT (not a test).
 
-    python benchmarks/samplers.py [--model DiT-tiny/2] [--batch 64] [--steps 50] [--cfg 1.5]
+    python benchmarks/samplers.py [--model DiT-S/2] [--batch 16] [--steps 50] [--cfg 1.5]
 
 Times the compiled `jaxdiff.sampling.sample` (after a warm-up call that compiles it) for
 every registered sampler with classifier-free guidance (two network rows per sample), and
 the bare guided network call alone, so the sampler's own overhead per evaluation shows.
-Prints a table and appends it, with a machine description, to benchmarks/RESULTS.md.
+The peer, in the same run: the same network in PyTorch (diffusers' DiTTransformer2DModel)
+sampled by diffusers' DDIMScheduler with the same steps and guidance (`--no_torch` skips it);
+the table reports jaxdiff's DDIM / the peer. Prints the table and appends it, with a machine
+description, to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -16,13 +19,24 @@ import functools
 import os
 import time
 
-import jax
-import jax.numpy as jnp
-from jax.tree_util import Partial
+try:  # Triton (imported by diffusers via torch._dynamo) must load before TensorFlow.
+    import torch  # noqa: F401
+    import triton  # noqa: F401
+except ImportError:
+    pass
 
-from jaxdiff import noise, sampling
-from jaxdiff.models import get_model
-from jaxdiff.models.conditioning import logsnr_to_cond
+from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS
+
+# The XLA:CPU flags `python -m jaxdiff.main` sets, before the backend starts.
+os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from jax.tree_util import Partial  # noqa: E402
+
+from jaxdiff import noise, sampling  # noqa: E402
+from jaxdiff.models import get_model  # noqa: E402
+from jaxdiff.models.conditioning import logsnr_to_cond  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
@@ -82,11 +96,53 @@ def run(args) -> list[dict]:
         rows.append(
             dict(method=method, steps=args.steps, nfe=nfe, seconds=seconds, compile_s=compile_s)
         )
+    if not args.no_torch:
+        seconds = torch_ddim_seconds(model, args)
+        rows.append(dict(method="PyTorch peer: diffusers DDIM", steps=args.steps,
+                         nfe=args.steps, seconds=seconds))  # fmt: skip
     for r in rows:
         r["samples_per_s"] = args.batch / r["seconds"] if r["method"] != "network only" else None
         # Guided: each evaluation runs the network on 2·batch rows.
         r["evals_per_s"] = 2 * args.batch * r["nfe"] / r["seconds"]
     return rows
+
+
+def torch_ddim_seconds(model, args) -> float:
+    """Best wall time of diffusers' DDIM loop (guided, 2 rows per sample) on the same DiT."""
+    import torch
+    from diffusers import DDIMScheduler, DiTTransformer2DModel
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    heads = model.num_heads
+    net = DiTTransformer2DModel(
+        num_attention_heads=heads, attention_head_dim=model.hidden_size // heads,
+        in_channels=args.channels, out_channels=args.channels, num_layers=model.depth,
+        sample_size=args.image_size, patch_size=model.patch_size, num_embeds_ada_norm=10,
+    ).to(dev).eval()  # fmt: skip
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
+    y = torch.arange(args.batch, device=dev) % 10
+    y2 = torch.cat([y, torch.full_like(y, 10)])
+
+    @torch.no_grad()
+    def loop():
+        sched.set_timesteps(args.steps)
+        x = torch.randn(args.batch, args.channels, args.image_size, args.image_size, device=dev)
+        for t in sched.timesteps:
+            tt = torch.full((2 * args.batch,), int(t), device=dev)
+            out = net(torch.cat([x, x]), timestep=tt, class_labels=y2).sample
+            cond, uncond = out.chunk(2)
+            x = sched.step(uncond + args.cfg * (cond - uncond), t, x).prev_sample
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        return x
+
+    loop()
+    best = float("inf")
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        loop()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def format_table(rows: list[dict], args) -> str:
@@ -98,6 +154,8 @@ def format_table(rows: list[dict], args) -> str:
         "|---|---|---|---|---|---|---|\n"
     )
     lines = []
+    by_method = {r["method"]: r for r in rows}
+    peer = by_method.get("PyTorch peer: diffusers DDIM")
     for r in rows:
         sps = "—" if r["samples_per_s"] is None else f"{r['samples_per_s']:.1f}"
         comp = f"{r['compile_s']:.1f}" if "compile_s" in r else "—"
@@ -105,19 +163,26 @@ def format_table(rows: list[dict], args) -> str:
             f"| {r['method']} | {r['steps']} | {r['nfe']} | {r['seconds']:.3f} | {sps} | "
             f"{r['evals_per_s']:.0f} | {comp} |"
         )
-    return head + "\n".join(lines) + "\n"
+    ratio = ""
+    if peer is not None and "ddim" in by_method:
+        ratio = (
+            f"\njaxdiff DDIM / PyTorch DDIM (samples/s): "
+            f"{peer['seconds'] / by_method['ddim']['seconds']:.2f}x\n"
+        )
+    return head + "\n".join(lines) + "\n" + ratio
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="DiT-tiny/2")
+    parser.add_argument("--model", default="DiT-S/2")
     parser.add_argument("--image_size", type=int, default=16)
     parser.add_argument("--channels", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--cfg", type=float, default=1.5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no_write", action="store_true", help="do not append to RESULTS.md")
+    parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch peer")
     args = parser.parse_args()
     table = format_table(run(args), args)
     print(table)
