@@ -6,6 +6,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from jaxdiff.evaluation import fid, inception, inception_convert
 from jaxdiff.training import loop, runner
@@ -54,3 +55,26 @@ def test_short_training_improves_digits_metric(tmp_path):
     after = [r for r in recs if "eval/digits_fd" in r][-1]
     assert after["step"] == 300
     assert after["eval/digits_fd"] < 0.5 * before["eval/digits_fd"], (before, after)
+
+
+def test_sample_mode_uses_init_from_without_a_checkpoint(tmp_path):
+    """An empty work dir with init_from samples another run's EMA weights, untouched."""
+    c = digits.get_config("tiny")
+    c.total_steps, c.sample_every_steps = 2, 0
+    src = str(tmp_path / "src")
+    loop.train(c, src, devices=jax.devices()[:2])
+    exp, trained, _ = loop.restore_for_inference(c, src, devices=jax.devices()[:2])
+    c2 = digits.get_config("tiny")
+    c2.init_from = src
+    wd = str(tmp_path / "fresh")
+    exp2, state, step = loop.restore_for_inference(c2, wd, devices=jax.devices()[:2])
+    assert step == 0 and isinstance(state, loop.InferenceState)
+    for a, b in zip(jax.tree_util.tree_leaves(state.ema[0]),
+                    jax.tree_util.tree_leaves(trained.ema[0]), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    res = runner.sample(c2, wd, num_samples=4)
+    assert np.load(res["npz"])["images"].shape == (4, c.data.image_size, c.data.image_size, 1)
+    assert not os.path.exists(os.path.join(wd, "checkpoints", "0"))
+    c3 = digits.get_config("tiny")  # neither a checkpoint nor init_from: a clear error
+    with pytest.raises(ValueError, match="init_from"):
+        loop.restore_for_inference(c3, str(tmp_path / "empty"), devices=jax.devices()[:2])
