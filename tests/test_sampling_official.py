@@ -17,6 +17,7 @@ import pytest
 import test_models_convert as official
 import torch
 
+from jaxdiff.evaluation.precision_recall import precision_recall
 from jaxdiff.models import conditioning, convert
 from jaxdiff.sampling import (
     cfg_denoise_fn,
@@ -209,7 +210,7 @@ def converted(tmp_path, monkeypatch):
     return out
 
 
-def test_official_config_samples_a_converted_checkpoint(converted, tmp_path):
+def test_official_config_samples_a_converted_checkpoint(converted, tmp_path, capsys):
     from jaxdiff.evaluation import fid, inception, inception_convert
     from jaxdiff.models import vae as vae_lib
 
@@ -255,18 +256,26 @@ def test_official_config_samples_a_converted_checkpoint(converted, tmp_path):
     weights = str(tmp_path / "inception.npz")
     params = net.init(jax.random.key(0), np.zeros((1, 75, 75, 3), np.float32))["params"]
     inception_convert.save_params(params, weights)
-    ref = str(tmp_path / "ref.npz")
+    ref = str(tmp_path / "ref.npz")  # an ADM-style reference batch: statistics and images
     ext = fid.load_inception(weights)
     st = fid.image_statistics(ext, images, batch_size=4)
-    fid.save_stats(ref, st["mu"], st["sigma"])
+    fid.save_stats(ref, st["mu"], st["sigma"], arr_0=images)
     out = runner.evaluate(c, wd, num_samples=6, fid_stats=ref, inception_weights=weights)
     key = jax.random.fold_in(jax.random.key(c.seed), 0xF1D)
     u8, _ = generate.sample_many(exp, generate.sampling_params(state, c), key, 6, uint8=True)
-    st2 = fid.image_statistics(ext, u8, batch_size=50)
+    st2 = fid.image_statistics(ext, u8, batch_size=6)  # batch shapes 4 and 6 compile once
     np.testing.assert_allclose(
         out["eval/fid"], fid.frechet_distance(st2["mu"], st2["sigma"], st["mu"], st["sigma"]),
         rtol=1e-6,
     )  # fmt: skip
+    feats = [np.concatenate([f for f, _ in ext.iterate(x, 6)]) for x in (images, u8)]
+    want = precision_recall(*feats)
+    assert (out["eval/precision"], out["eval/recall"]) == pytest.approx(want)
+    fake = str(tmp_path / "fake.npz")
+    np.savez(fake, images=u8)
+    fid.main(["precision_recall", "--weights", weights, ref, fake, "--batch_size", "6"])
+    lines = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert [float(x.split()[1]) for x in lines] == pytest.approx(want, abs=1e-6)
 
 
 def test_learned_variance_needs_a_learned_sigma_network():

@@ -7,6 +7,7 @@ pool features of two image sets. Statistics files are `.npz` with `mu` (D,) and 
     python -m jaxdiff.evaluation.fid stats --weights PT_INCEPTION.pth --images IMAGES.npz \
         --out STATS.npz
     python -m jaxdiff.evaluation.fid distance A.npz B.npz     # prints the FID as the last line
+    python -m jaxdiff.evaluation.fid precision_recall --weights W REAL.npz FAKE.npz
 """
 
 from __future__ import annotations
@@ -256,6 +257,12 @@ def load_stats(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
 
 
+def has_images(path: str | os.PathLike) -> bool:
+    """Whether an `.npz` holds images under `images` or `arr_0` (ADM reference batches do)."""
+    with np.load(os.fspath(path), allow_pickle=False) as f:
+        return any(k in f.files for k in ("images", "arr_0"))
+
+
 def load_images(path: str | os.PathLike) -> np.ndarray:
     """uint8 images N×H×W×C from an `.npz` under the key `images` (or `arr_0`)."""
     with np.load(os.fspath(path), allow_pickle=False) as f:
@@ -293,7 +300,24 @@ def main(argv: list[str] | None = None) -> None:
     stats.add_argument("--batch_size", type=int, default=50)
     dist = sub.add_parser("distance", help="FID between two statistics files")
     dist.add_argument("stats", nargs=2, help="two .npz files with mu and sigma")
+    pr = sub.add_parser("precision_recall", help="improved precision/recall of two image sets")
+    pr.add_argument("--weights", required=True, help="pytorch-fid .pth or the port's .npz")
+    pr.add_argument("real", help="reference images .npz (e.g. an ADM reference batch)")
+    pr.add_argument("fake", help="generated images .npz")
+    pr.add_argument("--k", type=int, default=3)
+    pr.add_argument("--batch_size", type=int, default=50)
     args = parser.parse_args(argv)
+    if args.command == "precision_recall":
+        from jaxdiff.evaluation.precision_recall import precision_recall
+
+        extractor = InceptionFeatures(args.weights)
+        feats = [
+            np.concatenate([f for f, _ in extractor.iterate(load_images(p), args.batch_size)])
+            for p in (args.real, args.fake)
+        ]
+        precision, recall = precision_recall(*feats, k=args.k)
+        print(f"precision {precision:.6f}\nrecall {recall:.6f}")
+        return
     if args.command == "stats":
         images = load_images(args.images)
         extractor = InceptionFeatures(args.weights)

@@ -116,7 +116,7 @@ def _fid(exp, state, num: int, stats_path: str, weights: str) -> dict:
         )
     key = jax.random.fold_in(jax.random.key(exp.config.seed), 0xF1D)
     extractor = fid.load_inception(weights)
-    running, logits = fid.RunningStatistics(), []
+    running, logits, pools = fid.RunningStatistics(), [], []
     params = generate.sampling_params(state, exp.config)
     # Streamed: each batch of samples goes through Inception and is dropped (50K ImageNet-256
     # samples would take 39 GB as floats). FID uses uint8 images, as pytorch-fid / ADM do.
@@ -126,12 +126,21 @@ def _fid(exp, state, num: int, stats_path: str, weights: str) -> dict:
             width = width or len(images)
             for pool, batch_logits in extractor.iterate(generate.to_uint8(images), width):
                 running.update(pool)
+                pools.append(pool)
                 logits.append(extractor.unbiased_logits(batch_logits))
             bar.update(len(images))
     mu_gen, sigma_gen = running.finalize()
     mu, sigma = fid.load_stats(stats_path)
     is_mean, _ = fid.inception_score(np.concatenate(logits), splits=min(10, running.count))
-    return {
+    out = {
         "eval/fid": fid.frechet_distance(mu_gen, sigma_gen, mu, sigma),
         "eval/inception_score": is_mean,
     }
+    reference = fid.load_images(stats_path) if fid.has_images(stats_path) else None
+    if reference is not None:  # an ADM reference batch carries its images: precision/recall
+        from jaxdiff.evaluation.precision_recall import precision_recall
+
+        batches = extractor.iterate(reference, width or 50, progress=True)
+        real = np.concatenate([f for f, _ in batches])
+        out["eval/precision"], out["eval/recall"] = precision_recall(real, np.concatenate(pools))
+    return out
