@@ -28,7 +28,7 @@ TINY = dict(
 
 @jax.jit
 def perturbed(variables, scale=0.1, seed=7):
-    """Noise on every parameter so the zero-initialised output layer carries signal."""
+    """Noise on every parameter, so the zero-scale self-conditioning LayerNorm carries signal."""
     leaves, tree = jax.tree.flatten(variables)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
     return jax.tree.unflatten(
@@ -46,13 +46,37 @@ def rin():
     variables = jax.jit(model.init)(jax.random.key(1), x, cond, y)
     out, latents = jax.jit(model.apply)(variables, x, cond, y)
     assert out.shape == (8, 8, 8, 3) and latents.shape == (8, 4, 16)
-    assert bool(jnp.all(out == 0.0))  # zero-initialised output layer
+    # At initialisation self-conditioning is a no-op (its LayerNorm scale starts at zero).
+    out_sc, _ = jax.jit(model.apply)(variables, x, cond, y, latents + 3.0)
+    np.testing.assert_array_equal(out_sc, out)
+    assert float(jnp.abs(out).max()) > 0  # Glorot-initialised output layer, as official
     return model, perturbed(variables), (x, cond, y)
 
 
-def test_fixture_shapes_and_zero_init_output(rin):
+def test_fixture_shapes_and_initial_self_conditioning(rin):
     model, variables, (x, cond, y) = rin  # the checks run in the fixture
     assert model.num_latents == 4 and model.latent_dim == 16
+
+
+@pytest.mark.parametrize(
+    "name,size,official",
+    [
+        ("RIN-cifar10", 32, 30_951_180),
+        ("RIN-imagenet64", 64, 157_780_160),
+        ("RIN-imagenet128", 128, 395_780_656),
+        ("RIN-imagenet256", 256, 395_928_256),
+    ],
+)
+def test_parameter_count_equals_the_official_implementation(name, size, official):
+    """Counts of google-research/pix2seq's ImageTapeDenoiser (eabd4e9), built in Keras with
+    the same settings (the official CIFAR-10 / ImageNet-64 configs; 128 / 256 px are our
+    settings, for which no official config exists)."""
+    model = get_model(name)
+    shapes = jax.eval_shape(
+        model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)), jnp.zeros((1,)),
+        jnp.zeros((1,), jnp.int32),
+    )  # fmt: skip
+    assert sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(shapes)) == official
 
 
 def test_previous_latents_change_the_prediction(rin):

@@ -223,16 +223,22 @@ class SelfAttention(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention of x (B, Nq, D) onto context (B, Nk, Dc); output (B, Nq, D)."""
+    """Multi-head attention of x (B, Nq, D) onto context (B, Nk, Dc); output (B, Nq, D).
+
+    Queries, keys and values are projected to ``attn_dim`` (default D) split over the heads;
+    the output is projected back to D.
+    """
 
     num_heads: int
     fast_grad: bool = True
+    attn_dim: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
         d = x.shape[-1]
-        q = split_heads(Dense(d, fast_grad=self.fast_grad, name="q")(x), 1, self.num_heads)[0]
-        kv = Dense(2 * d, fast_grad=self.fast_grad, name="kv")(context)
+        a = self.attn_dim or d
+        q = split_heads(Dense(a, fast_grad=self.fast_grad, name="q")(x), 1, self.num_heads)[0]
+        kv = Dense(2 * a, fast_grad=self.fast_grad, name="kv")(context)
         k, v = split_heads(kv, 2, self.num_heads)
         out = merge_heads(heads_first_attention(q, k, v))
         return Dense(d, fast_grad=self.fast_grad, name="proj")(out)
@@ -251,16 +257,25 @@ def gelu_tanh(h: jax.Array) -> jax.Array:
 
 
 class Mlp(nn.Module):
-    """fc1 -> GELU (tanh approximation) -> fc2, hidden width mlp_ratio·D."""
+    """fc1 -> GELU -> dropout -> fc2, hidden width mlp_ratio·D.
+
+    GELU is the tanh approximation (DiT) unless ``exact_gelu`` (RIN's pix2seq code); the
+    dropout on the hidden units is active only when ``deterministic`` is False (needs the
+    "dropout" RNG).
+    """
 
     mlp_ratio: float = 4.0
     fast_grad: bool = True
+    dropout: float = 0.0
+    exact_gelu: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         d = x.shape[-1]
         h = Dense(int(d * self.mlp_ratio), fast_grad=self.fast_grad, name="fc1")(x)
-        h = gelu_tanh(h)
+        h = jax.nn.gelu(h, approximate=False) if self.exact_gelu else gelu_tanh(h)
+        if self.dropout > 0 and not deterministic:
+            h = nn.Dropout(self.dropout)(h, deterministic=False)
         return Dense(d, fast_grad=self.fast_grad, name="fc2")(h)
 
 

@@ -3,9 +3,10 @@
 DiT sizes follow Peebles & Xie 2023 Table 1 (mlp ratio 4): S 12×384×6 heads, B 12×768×12,
 L 24×1024×16, XL 28×1152×16, each with patch 2, 4 or 8; defaults are 32×32×4 SD-VAE
 latents, 1000 classes, learned σ. "DiT-tiny/2" (depth 2, width 64, 2 heads) is for tests
-and CPU demos. RIN sizes are the RIN paper's CIFAR-10 / ImageNet-64 configs; the 128 and
-256 px configs are our best reading of the paper (see REFERENCES.md). Each RIN config has
-a "-tiny" variant with the same image size and patch but small widths.
+and CPU demos. RIN sizes are the official pix2seq CIFAR-10 / ImageNet-64 configs (30.95M and
+157.78M parameters, equal to the official implementation's counts, tested); the 128 and 256
+px configs are our best reading of the paper (see REFERENCES.md). Each RIN config has a
+"-tiny" variant with the same image size and patch but small widths.
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@
 Patch tokens form the "interface" (learned positions); a smaller set of learned latents does
 most of the compute. Each block reads (latents cross-attend to the interface), computes
 (`block_depth` latent self-attention layers) and writes (the interface cross-attends to the
-latents). The noise level and the class label enter as two extra latent tokens. Latent
-self-conditioning: the previous pass's latents, through LN∘MLP, are added to the learned
-initial latents (zeros when there is no previous pass).
+latents). The noise level and the class label are two of the `num_latents` latent tokens.
+Latent self-conditioning: the previous pass's latents h go through h + MLP(LN h) and a
+LayerNorm whose scale starts at zero, and are added to all latents (zeros when there is no
+previous pass). The layer structure, widths and initialisations follow the official pix2seq
+implementation (`architectures/tape.py`); the noise level is embedded like DiT's timestep
+(of the λ-map `conditioning`) and the class by a table with a null row (for guidance).
 
 Call: `model.apply(variables, x, cond, y, prev_latents=None, train=False, rngs=...)` returns
 (out NHWC, latents (B, num_latents, latent_dim)). Training uses
@@ -35,7 +38,13 @@ from jaxdiff.models.layers import (
 
 
 class RINBlock(nn.Module):
-    """read -> compute (depth × self-attention + MLP on latents) -> write."""
+    """read -> compute (depth × self-attention + MLP on latents) -> write (pix2seq's TAPE).
+
+    Read: latents (LN) cross-attend to the interface (no LN on the interface), then an MLP;
+    write: the interface (LN) cross-attends to the latents (no LN on them), then an MLP.
+    Both attentions are ``min(interface_dim, latent_dim)`` wide. Dropout (on the MLP hidden
+    units) and drop-path act in the compute layers only, as in the official code.
+    """
 
     depth: int
     latent_heads: int
@@ -49,34 +58,30 @@ class RINBlock(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array, u: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
         det, fg = not train, self.fast_grad
+        rw_dim = min(z.shape[-1], u.shape[-1])
+        ln = lambda name: nn.LayerNorm(epsilon=1e-6, name=name)  # noqa: E731
 
-        def res(x, h, name):
-            return x + ResidualDrop(self.dropout, self.drop_path, name=name)(h, det)
+        def mlp(ratio, name, dropout=0.0):
+            return Mlp(ratio, fg, dropout=dropout, exact_gelu=True, name=name)
 
-        ln = lambda name: nn.LayerNorm(epsilon=1e-6, name=name)
         # read: latents z (B, L, Dl) attend to the interface u (B, N, Du)
-        h = CrossAttention(self.rw_heads, fg, name="read_attn")(
-            ln("read_ln_z")(z), ln("read_ln_u")(u)
-        )
-        z = res(z, h, "read_drop_attn")
-        h = Mlp(self.latent_mlp_ratio, fg, name="read_mlp")(ln("read_ln_mlp")(z))
-        z = res(z, h, "read_drop_mlp")
+        z = z + CrossAttention(self.rw_heads, fg, rw_dim, name="read_attn")(ln("read_ln_z")(z), u)
+        z = z + mlp(self.latent_mlp_ratio, "read_mlp")(ln("read_ln_mlp")(z))
         for i in range(self.depth):
+            drop = ResidualDrop(0.0, self.drop_path, name=f"compute_drop_attn_{i}")
             h = SelfAttention(self.latent_heads, fg, name=f"compute_attn_{i}")(
                 ln(f"compute_ln_attn_{i}")(z)
             )
-            z = res(z, h, f"compute_drop_attn_{i}")
-            h = Mlp(self.latent_mlp_ratio, fg, name=f"compute_mlp_{i}")(
-                ln(f"compute_ln_mlp_{i}")(z)
+            z = z + drop(h, det)
+            drop = ResidualDrop(0.0, self.drop_path, name=f"compute_drop_mlp_{i}")
+            h = mlp(self.latent_mlp_ratio, f"compute_mlp_{i}", self.dropout)(
+                ln(f"compute_ln_mlp_{i}")(z), deterministic=det
             )
-            z = res(z, h, f"compute_drop_mlp_{i}")
+            z = z + drop(h, det)
         # write: the interface attends to the latents
-        h = CrossAttention(self.rw_heads, fg, name="write_attn")(
-            ln("write_ln_u")(u), ln("write_ln_z")(z)
-        )
-        u = res(u, h, "write_drop_attn")
-        h = Mlp(self.interface_mlp_ratio, fg, name="write_mlp")(ln("write_ln_mlp")(u))
-        return z, res(u, h, "write_drop_mlp")
+        u = u + CrossAttention(self.rw_heads, fg, rw_dim, name="write_attn")(ln("write_ln_u")(u), z)
+        u = u + mlp(self.interface_mlp_ratio, "write_mlp")(ln("write_ln_mlp")(u))
+        return z, u
 
 
 class RIN(nn.Module):
@@ -112,6 +117,11 @@ class RIN(nn.Module):
         check_divides("latent_heads", self.latent_heads, "latent_dim", self.latent_dim)
         check_divides("rw_heads", self.rw_heads, "latent_dim", self.latent_dim)
         check_divides("rw_heads", self.rw_heads, "interface_dim", self.interface_dim)
+        if self.num_latents < 3:
+            raise ValueError(
+                f"num_latents must be >= 3 (it counts the noise-level and class tokens), "
+                f"got {self.num_latents}"
+            )
         for name in ("dropout", "drop_path", "class_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -142,30 +152,33 @@ class RIN(nn.Module):
             raise ValueError(f"input is {h}x{w}, model image_size is {self.image_size}")
         p, fg, dl = self.patch_size, self.fast_dense, self.latent_dim
         n_tokens = (h // p) * (w // p)
-        init = nn.initializers.normal(0.02)
+        init = nn.initializers.truncated_normal(0.02)
         u = Dense(self.interface_dim, fast_grad=fg, name="patch_embed")(patchify(x, p))
-        u = u + self.param("interface_pos", init, (n_tokens, self.interface_dim))[None]
         u = nn.LayerNorm(epsilon=1e-6, name="interface_ln")(u)
+        u = u + self.param("interface_pos", init, (n_tokens, self.interface_dim))[None]
 
-        z = jnp.broadcast_to(
-            self.param("latent_init", init, (self.num_latents, dl)), (b, self.num_latents, dl)
-        )
+        learned = self.num_latents - 2  # plus the noise-level and class tokens
+        z = jnp.broadcast_to(self.param("latent_init", init, (learned, dl)), (b, learned, dl))
+        # pix2seq embeds the noise level with latent_dim/4 frequencies
+        t_tok = TimestepEmbedder(dl, dl // 4, fast_grad=fg, name="t_embedder")(cond)
+        y_tok = LabelEmbedder(self.num_classes, dl, name="y_embedder")(y)
+        z = jnp.concatenate([z, t_tok[:, None], y_tok[:, None]], axis=1)
+        # Latent self-conditioning: prev + MLP(LN(prev)), then a LayerNorm whose scale starts
+        # at zero, added to every latent (the conditioning tokens included).
         if prev_latents is None:
             prev_latents = self.initial_latents(b)
-        prev = Mlp(self.latent_mlp_ratio, fg, name="prev_mlp")(prev_latents)
-        z = z + nn.LayerNorm(epsilon=1e-6, name="prev_ln")(prev)
-
-        t_tok = TimestepEmbedder(dl, fast_grad=fg, name="t_embedder")(cond)
-        y_tok = LabelEmbedder(self.num_classes, dl, name="y_embedder")(y)
-        z = jnp.concatenate([t_tok[:, None], y_tok[:, None], z], axis=1)
+        prev = prev_latents + Mlp(self.latent_mlp_ratio, fg, exact_gelu=True, name="prev_mlp")(
+            nn.LayerNorm(epsilon=1e-6, name="prev_ln_in")(prev_latents)
+        )
+        z = z + nn.LayerNorm(epsilon=1e-6, scale_init=zeros, name="prev_ln")(prev)
         for i in range(self.num_blocks):
             z, u = RINBlock(
                 self.block_depth, self.latent_heads, self.rw_heads, self.latent_mlp_ratio,
                 self.interface_mlp_ratio, self.dropout, self.drop_path, fg, name=f"blocks_{i}",
             )(z, u, train)  # fmt: skip
         u = nn.LayerNorm(epsilon=1e-6, name="out_ln")(u)
-        out = Dense(p * p * self.out_channels, kernel_init=zeros, fast_grad=fg, name="out")(u)
-        return unpatchify(out, p, h, w), z[:, 2:]
+        out = Dense(p * p * self.out_channels, fast_grad=fg, name="out")(u)  # Glorot, as official
+        return unpatchify(out, p, h, w), z
 
 
 def rin_self_conditioned_apply(
