@@ -3,8 +3,10 @@
 For each model: images/s of a jitted value_and_grad of an MSE loss over all parameters
 (JAX/Flax) and of forward + loss.backward() of the same network in PyTorch where a peer
 exists (diffusers' DiTTransformer2DModel for DiT; RIN has none, so only JAX is timed).
-JAX and PyTorch steps alternate in one loop so that load from other processes hits both
-alike; the median step time is reported (compilation / first step excluded).
+JAX and PyTorch take turns in rounds (each round: one untimed step, then the timed steps, per
+framework) so that load from other processes hits both alike, while a step never directly
+follows the other framework's (that cost JAX 20% here: PyTorch's threads and allocator
+disturb the next step); the median step time is reported (compilation excluded).
 
     python benchmarks/models.py [--iters 3] [--models DiT-S/2,DiT-B/2] [--plain-dense]
 
@@ -99,16 +101,17 @@ def torch_dit_step_fn(model, batch: int):
     return step
 
 
-def time_interleaved(steps: dict, iters: int) -> dict:
-    """Warm up each step once, then alternate them `iters` times; median seconds per step."""
-    for step in steps.values():
-        step()
+def time_interleaved(steps: dict, iters: int, rounds: int = 2) -> dict:
+    """Median seconds per step over `rounds` turns of each step: per turn one untimed step
+    (warm-up after the other framework ran), then `iters` timed ones."""
     times = {k: [] for k in steps}
-    for _ in range(iters):
+    for _ in range(rounds):
         for k, step in steps.items():
-            t0 = time.perf_counter()
             step()
-            times[k].append(time.perf_counter() - t0)
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                step()
+                times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
