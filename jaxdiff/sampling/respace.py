@@ -22,6 +22,8 @@ import numpy as np
 from jaxdiff.models.conditioning import ddpm_linear_logsnr_table
 
 NUM_TRAIN_STEPS = 1000
+# `sampling.schedule` value naming the respaced grid of this module (the official DiT grid).
+DDPM_LINEAR_GRID = "ddpm_linear"
 
 
 def space_timesteps(num_timesteps: int, section_counts: str | int | list[int]) -> list[int]:

@@ -212,18 +212,22 @@ def validate_sampling(config, model) -> None:
     """Checks ``config.sampling`` against the samplers and the model; ValueError names the field."""
     from jaxdiff import noise
     from jaxdiff.sampling import list_samplers
+    from jaxdiff.sampling.respace import DDPM_LINEAR_GRID, NUM_TRAIN_STEPS
     from jaxdiff.sampling.samplers import VARIANCES
 
     s = config.sampling
     if s.method not in list_samplers():
         raise ValueError(f"sampling.method: unknown {s.method!r}; known: {list_samplers()}")
-    schedules = [*noise.list_schedules(), "ddpm_linear"]
+    schedules = [*noise.list_schedules(), DDPM_LINEAR_GRID]
     if s.schedule not in schedules:
         raise ValueError(f"sampling.schedule: unknown {s.schedule!r}; known: {schedules}")
     if not isinstance(s.steps, int) or s.steps < 1:
         raise ValueError(f"sampling.steps must be an integer >= 1, got {s.steps!r}")
-    if s.schedule == "ddpm_linear" and s.steps > 1000:
-        raise ValueError(f"sampling.steps={s.steps}: the ddpm_linear grid has at most 1000 steps")
+    if s.schedule == DDPM_LINEAR_GRID and s.steps > NUM_TRAIN_STEPS:
+        raise ValueError(
+            f"sampling.steps={s.steps}: the {DDPM_LINEAR_GRID} grid has at most "
+            f"{NUM_TRAIN_STEPS} steps"
+        )
     if s.variance not in VARIANCES:
         raise ValueError(f"sampling.variance: unknown {s.variance!r}; known: {list(VARIANCES)}")
     if s.variance == "learned" and not getattr(model, "learn_sigma", False):

@@ -12,10 +12,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxdiff import noise
+from jaxdiff.sampling.respace import DDPM_LINEAR_GRID
 from jaxdiff.training import config as config_lib
 from jaxdiff.training.sharding import batch_sharding
-
-DDPM_LINEAR_GRID = "ddpm_linear"  # sampling.schedule: the official DiT respaced DDPM grid
 
 
 def _sampling_kwargs(config) -> dict:
