@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 
 from jaxdiff.training import config as config_lib
 from jaxdiff.training import loop
+from jaxdiff.training.validate import validate_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
@@ -35,7 +36,7 @@ def test_configs_exist():
 @pytest.mark.parametrize("variant", [None, "tiny"])
 def test_config_validates(path, variant):
     c = load(path, variant)
-    config_lib.validate_config(c, num_devices=8)
+    validate_config(c, num_devices=8)
     for field in (
         "seed",
         "total_steps",

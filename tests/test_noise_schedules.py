@@ -290,5 +290,5 @@ def test_plot_writes_png(tmp_path):
     c = curves["laplace"]
     assert c["logsnr"][0] == 20 and np.all(np.isfinite(c["density"]))
     out = tmp_path / "schedules.png"
-    plot.main(["--out", str(out), "--schedules", "cosine", "laplace"])
+    assert plot.cli(["plot", "--out", str(out), "--schedules=cosine,laplace"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

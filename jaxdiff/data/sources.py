@@ -158,7 +158,7 @@ class _LatentRecord:
 
     A record with `data.image_key` gives image = latent_scale · record[image_key]. A
     posterior record (`mean` and `std`, or `mean` and `logvar`, e.g. from
-    `jaxdiff.data.encode`) gives image = s·μ and, when `data.latent_sample == "sample"`, also
+    `jaxdiff.encode`) gives image = s·μ and, when `data.latent_sample == "sample"`, also
     "latent_std" = s·σ: the pipeline then returns s·μ + s·σ·ε = s·(μ + σ·ε) with ε a pure
     function of (seed, epoch, record) (`latent_format.posterior_noise`).
     """
@@ -259,7 +259,7 @@ def make_source(data_config: Any, split: str = "train") -> Any:
     `data.name` selects it: "digits" (embedded, in memory), "imagefolder" (`data.data_dir`
     holds class folders), "latents" (TFDS/array_record dataset `data.tfds_name` of float
     latents under `data.image_key`, or of posterior `mean`/`std`; without `tfds_name`, the
-    `jaxdiff.data.encode` output in `data.data_dir`; multiplied by `data.latent_scale`,
+    `jaxdiff.encode` output in `data.data_dir`; multiplied by `data.latent_scale`,
     see `_LatentRecord` for `data.latent_sample`), or any TFDS dataset
     name ("cifar10", "imagenet2012", "imagenet_resized/64x64", "celeb_a", ...) read with
     `tfds.data_source(name, split=split, data_dir=data.data_dir)`.
@@ -285,7 +285,7 @@ def make_source(data_config: Any, split: str = "train") -> Any:
 
 
 def _latents_source(data_config: Any, split: str) -> MappedSource:
-    """`data.tfds_name` (TFDS) if set, else the `jaxdiff.data.encode` output in data_dir/split."""
+    """`data.tfds_name` (TFDS) if set, else the `jaxdiff.encode` output in data_dir/split."""
     tfds_name = _field(data_config, "tfds_name")
     record_fn = _LatentRecord(data_config)
     if tfds_name:
@@ -296,7 +296,7 @@ def _latents_source(data_config: Any, split: str) -> MappedSource:
     if split_dir is None or latent_format.read_meta(split_dir) is None:
         raise ValueError(
             "'latents' needs data.tfds_name (a TFDS latents dataset) or data.data_dir holding "
-            f"a jaxdiff.data.encode output with a {split!r} split; got data_dir={root!r}"
+            f"a jaxdiff.encode output with a {split!r} split; got data_dir={root!r}"
         )
     return MappedSource(latent_format.LatentDirSource(split_dir), record_fn, f"latents:{root}")
 

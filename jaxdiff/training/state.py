@@ -1,4 +1,4 @@
-"""The train state: step, params, EMA params, optimizer state, timestep-sampler state, RNG."""
+"""The train state: step, params, EMA params, optimizer state, timestep-sampler state."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import jax.numpy as jnp
 class TrainState:
     """Everything a resumed run needs besides the data position.
 
-    ``ema`` is a tuple aligned with ``config.ema.decays``. ``rng`` is the root key's raw
-    data (uint32); step keys are ``fold_in(root, step)``.
+    ``ema`` is a tuple aligned with ``config.ema.decays``. Randomness is not state: step
+    keys are ``fold_in(key(seed), step)``, so a resumed run draws what an uninterrupted one
+    would.
     """
 
     step: jax.Array
@@ -22,10 +23,9 @@ class TrainState:
     ema: tuple
     opt_state: Any
     sampler_state: Any
-    rng: jax.Array
 
 
-def create_train_state(params, optimizer, num_ema: int, sampler_state, rng) -> TrainState:
+def create_train_state(params, optimizer, num_ema: int, sampler_state) -> TrainState:
     """A fresh state (a pure function: jit it with ``out_shardings`` to place it)."""
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -33,7 +33,6 @@ def create_train_state(params, optimizer, num_ema: int, sampler_state, rng) -> T
         ema=tuple(jax.tree_util.tree_map(jnp.copy, params) for _ in range(num_ema)),
         opt_state=optimizer.init(params),
         sampler_state=sampler_state,
-        rng=rng,
     )
 
 

@@ -1,4 +1,8 @@
-"""The pure train step and the network-application wrapper it differentiates."""
+"""The pure train step: draw noise levels, differentiate the diffusion loss, update.
+
+The network is applied through ``apply_fn(params, x_t, lam, y, key, train)``
+(`jaxdiff.models.make_apply_fn`, the model protocol), so the step knows no model by name.
+"""
 
 from __future__ import annotations
 
@@ -10,65 +14,13 @@ import jax.numpy as jnp
 import optax
 
 from jaxdiff.diffusion import NoiseSpec, diffusion_loss
-from jaxdiff.models.conditioning import logsnr_to_cond
+from jaxdiff.training.sharding import batch_sharding, replicated
 from jaxdiff.training.state import TrainState, update_ema
 
 # Fixed λ-bins for the per-noise-level loss: edges at -20, -18, ..., 20.
 LAM_BIN_EDGES = tuple(float(e) for e in range(-20, 21, 2))
 
 ApplyFn = Callable[..., jax.Array]
-
-
-def make_apply_fn(
-    model,
-    *,
-    is_rin: bool = False,
-    self_cond_rate: float = 0.9,
-    compute_dtype=jnp.float32,
-    cond_fn=None,
-    keep_variance: bool = False,
-) -> ApplyFn:
-    """``apply(params, x_t, lam, y, key, train) -> prediction`` (float32).
-
-    Maps λ to the network's conditioning (``logsnr_to_cond`` by default), optionally runs
-    the network in bf16 with float32 params, and for RIN performs latent self-conditioning
-    (two passes, the first under ``stop_gradient``, chosen by a Bernoulli draw) in training.
-    A learned-σ network (official DiT) returns 2C channels; the first C are kept unless
-    ``keep_variance`` (sampling with ``variance="learned"``).
-    """
-    cond_fn = logsnr_to_cond if cond_fn is None else cond_fn
-
-    def apply(params, x_t, lam, y, key, train):
-        cond = cond_fn(lam)
-        if compute_dtype != jnp.float32:
-            params = jax.tree_util.tree_map(lambda p: p.astype(compute_dtype), params)
-            x_t = x_t.astype(compute_dtype)
-        variables = {"params": params}
-        k_sc, k_drop = jax.random.split(key)
-        if is_rin:
-            from jaxdiff.models.rin import rin_self_conditioned_apply
-
-            rate = self_cond_rate if train else 0.0
-            out = rin_self_conditioned_apply(
-                model,
-                variables,
-                x_t,
-                cond,
-                y,
-                k_sc,
-                rate=rate,
-                train=train,
-                rngs={"dropout": k_drop},
-            )
-            out = out[0] if isinstance(out, tuple) else out
-        else:
-            out = model.apply(variables, x_t, cond, y, train=train, rngs={"dropout": k_drop})
-        # Learned-σ checkpoints (official DiT) output 2C channels: the first C are the mean.
-        if not keep_variance:
-            out = out[..., : x_t.shape[-1]]
-        return out.astype(jnp.float32)
-
-    return apply
 
 
 def _bin_stats(values, lam, edges):
@@ -173,8 +125,6 @@ def train_step(
 
 def jit_train_step(step_fn, state_shardings, mesh) -> Callable:
     """jit with explicit shardings: state as given, batch over the batch axes, donated state."""
-    from jaxdiff.training.sharding import batch_sharding, replicated
-
     return jax.jit(
         step_fn,
         in_shardings=(state_shardings, batch_sharding(mesh), replicated(mesh)),
