@@ -16,6 +16,8 @@ follows PyTorch's defaults (weights and biases U(−1/√fan_in, 1/√fan_in)).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +30,7 @@ def _uniform(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> jax.Array:
     return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
 def init_policy(
     key: jax.Array,
     in_channels: int,
@@ -39,7 +42,7 @@ def init_policy(
     """Policy parameters: {"conv_i": {"w": (3, 3, C_in, C_out), "b"}, "dense_j": {"w", "b"}}.
 
     dense_0 .. dense_{hidden_depth−1} are the hidden layers; dense_{hidden_depth} is the
-    (2-output) head with weight 0 and bias 0.5.
+    (2-output) head with weight 0 and bias 0.5. Jitted (one compilation per architecture).
     """
     keys = iter(jax.random.split(key, 2 * (len(channels) + hidden_depth)))
     params, c_in = {}, in_channels
