@@ -229,7 +229,7 @@ class AdaptiveSampler:
         eps = jax.random.normal(k_eps, xs.shape, xs.dtype)
         before = ctx.x0_error(ctx.params_before, xs, eps, lams, ys)
         after = ctx.x0_error(ctx.params_after, xs, eps, lams, ys)
-        delta = coefs * (before - after).astype(jnp.float32)
+        delta = (coefs * (before - after)).astype(jnp.float32)
         return delta[:k], delta[k:].reshape(n, s)
 
     def _push_and_select(self, state: dict, delta_all: jax.Array) -> dict:
