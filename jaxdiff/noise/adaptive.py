@@ -15,7 +15,9 @@ Every `update_every` (f_S) steps, after the model update θ → θ':
    the first level it is λ(t=0) = 20 (continuous), or the level itself (discrete: the first
    term is DDPM's decoder term, not a Gaussian KL; it is left out, i.e. 0).
    (The official code uses the "fixed-large" variance β_t, which scales each term by
-   (1 − ᾱ_{t−1})/(1 − ᾱ_t) and adds a θ-independent constant that cancels in Δ.)
+   (1 − ᾱ_{t−1})/(1 − ᾱ_t) and adds a θ-independent constant that cancels in Δ. The SNRs are
+   the unscaled schedule's: with input scaling b the bound of the scaled process is b² times
+   this, a constant factor.)
 2. Δ = L(θ) − L(θ') on the same (x0, ε): for all K levels on ONE example of the batch
    (chosen with ctx.key) and for every example of the batch at the |S| selected levels.
 3. The row (Δ_1..Δ_K, ΣΔ) enters a ring queue of `queue_size` rows; once it holds ≥ 3 rows,
