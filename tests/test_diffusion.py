@@ -69,7 +69,7 @@ def test_make_noise_spec_from_config_dict_and_dict():
             {"weight_mode": "both"},
             r"noise.weight_mode: unknown 'both'; known: \['sample', 'density'\]",
         ),
-        ({"timesteps": "adaptive"}, r"noise.timesteps: unknown 'adaptive'; known: \["),
+        ({"timesteps": "learned"}, r"noise.timesteps: unknown 'learned'; known: \["),
         ({"timesteps": "importance"}, "noise.timesteps_params: .*'proposal'"),
         ({"schedule_params": 3}, "noise.schedule_params must be a dict"),
         ({"typo": 1}, r"noise: unknown field\(s\) \['typo'\]"),

@@ -22,7 +22,7 @@ def _sample(sampler, key, n):
 
 def test_registry():
     assert {"uniform", "stratified", "importance"} <= set(noise.list_timestep_samplers())
-    assert "adaptive" not in noise.list_timestep_samplers()
+    assert {"adaptive", "adaptive_bins", "speed"} <= set(noise.list_timestep_samplers())
 
 
 def test_uniform_is_logsnr_of_uniform_t(dtype):

@@ -1,20 +1,32 @@
 """Timestep samplers: draw a batch of noise levels λ with a per-example weight.
 
 One signature for every sampler: `get_timestep_sampler(name, schedule, **params)` returns an
-immutable object with `init_state() -> pytree` and `sample(key, n, state) -> (lam, weight)`,
-lam and weight of shape (n,). `lam` is the schedule's (unscaled) λ; `weight` multiplies the
-example's loss so that E[weight·f(λ)] = E_{λ~p_schedule}[f(λ)]. The state slot carries
-learned sampler state (the adaptive sampler keeps it in the train state); these are stateless.
+immutable, hashable object with
+- `stateful: bool` (class attribute);
+- `init_state() -> pytree` (`{}` when stateless; stateful samplers take
+  `init_state(key, x0_shape)`: use `init_sampler_state(sampler, key, x0_shape)` for any);
+- `draw(key, n, state, x0=None) -> (lam, weight, info)`: lam and weight of shape (n,),
+  info a dict of per-example arrays with leading dim n (`{}` when stateless);
+- `sample(key, n, state=None) -> (lam, weight)`, the older form (samplers that need x0 raise).
+`lam` is the schedule's (unscaled) λ; `weight` multiplies the example's loss so that
+E[weight·f(λ)] = E_{λ~p_schedule}[f(λ)], or the sampler's own documented objective.
+Stateful samplers also have `update_every: int` and `update(state, ctx: SamplerContext) ->
+(state, metrics)` (pure, jit-able, to call after every optimizer update: it only does the
+work on steps that are multiples of `update_every`) and `refresh(state, ctx)` (the same
+update, unconditionally, for a separately jitted call on those steps). The learned samplers
+live in `adaptive.py` (Kim et al. 2024), `adaptive_bins.py` (VDM++) and `speed.py` (SpeeD).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdiff.noise.schedules import Schedule, get_schedule
 
@@ -58,6 +70,112 @@ def _no_params(name: str, params: Mapping[str, Any]) -> None:
         raise ValueError(f"timestep sampler {name!r}: unknown parameter(s) {sorted(params)}; none")
 
 
+def check_int(sampler: str, field: str, value: Any, minimum: int) -> int:
+    """`value` as an int >= minimum, else ValueError naming the sampler and field."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(
+            f"timestep sampler {sampler!r}: {field} must be an integer >= {minimum}, got {value!r}"
+        )
+    return int(value)
+
+
+def check_float(
+    sampler: str,
+    field: str,
+    value: Any,
+    minimum: float,
+    *,
+    strict: bool = False,
+    maximum: float | None = None,
+) -> float:
+    """`value` as a finite float >= minimum (> if strict, <= maximum if given), else ValueError."""
+    ok = not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
+    ok = ok and math.isfinite(value) and (value > minimum if strict else value >= minimum)
+    ok = ok and (maximum is None or value <= maximum)
+    if not ok:
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        bound += "" if maximum is None else f" and <= {maximum}"
+        raise ValueError(
+            f"timestep sampler {sampler!r}: {field} must be a finite number {bound}, got {value!r}"
+        )
+    return float(value)
+
+
+def check_unknown(sampler: str, params: Mapping[str, Any], allowed: Any) -> None:
+    """ValueError listing `params` keys not in `allowed`."""
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"timestep sampler {sampler!r}: unknown parameter(s) {unknown}; "
+            f"allowed: {sorted(allowed)}"
+        )
+
+
+def _context_fields(cls):
+    names = [f.name for f in dataclasses.fields(cls)]
+    return jax.tree_util.register_dataclass(
+        cls, data_fields=[n for n in names if n != "x0_error"], meta_fields=["x0_error"]
+    )
+
+
+@_context_fields
+@dataclasses.dataclass(frozen=True)
+class SamplerContext:
+    """What a stateful sampler's `update` sees after one optimizer update (a pytree).
+
+    step: int32 scalar, the train step index BEFORE this update (0 at the first step);
+    key: a PRNG key for the update's own randomness (e.g. fold_in(step_key, "sampler"));
+    x0: (B, H, W, C) the batch the loss saw (rows aligned with `info`, `lam`, ...);
+    labels: (B,) int labels or None; lam: (B,) the UNSCALED λ the sampler drew (not λ_eff);
+    info: the dict `draw` returned (per-example arrays, leading dim B);
+    loss_per_example: (B,) the per-example loss the gradient used (all weights included);
+    mse: (B,) its unweighted MSE in target space;
+    params_before / params_after: the model parameters before and after this update;
+    x0_error: `(params, x0, eps, lam, y) -> (N,)`, the per-example mean over non-batch dims of
+    (x̂0 − x0)² of the model at unscaled λ (N,) with noise eps (N, H, W, C) (the step builds it
+    from apply_fn, input scaling and target conversion). Static (not a pytree leaf).
+    Fields a sampler does not use may be None.
+    """
+
+    step: Any = None
+    key: Any = None
+    x0: Any = None
+    labels: Any = None
+    lam: Any = None
+    info: Any = None
+    loss_per_example: Any = None
+    mse: Any = None
+    params_before: Any = None
+    params_after: Any = None
+    x0_error: Callable[..., jax.Array] | None = None
+
+
+class StatelessSampler:
+    """Mixin of the stateless samplers: `draw` is `sample` with empty info; no update."""
+
+    stateful: ClassVar[bool] = False
+
+    def init_state(self, key: Any = None, x0_shape: Any = None) -> dict:
+        return {}
+
+    def draw(
+        self, key: jax.Array, n: int, state: Any = None, x0: Any = None
+    ) -> tuple[jax.Array, jax.Array, dict]:
+        """(lam, weight, {}): `sample` in the `draw` signature (x0 unused)."""
+        lam, weight = self.sample(key, n, state)
+        return lam, weight, {}
+
+
+def init_sampler_state(sampler: Any, key: jax.Array | None = None, x0_shape: Any = None) -> Any:
+    """The initial state of any sampler: `{}` if stateless, else `init_state(key, x0_shape)`.
+
+    x0_shape: the data batch shape (B, H, W, C) (the adaptive policy needs C).
+    """
+    if not getattr(sampler, "stateful", False):
+        return sampler.init_state()
+    return sampler.init_state(key=key, x0_shape=x0_shape)
+
+
 def uniform_t(key: jax.Array, n: int) -> jax.Array:
     """t ~ U(0, 1), shape (n,)."""
     return jax.random.uniform(key, (n,))
@@ -75,13 +193,10 @@ def stratified_t(key: jax.Array, n: int) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class UniformSampler:
+class UniformSampler(StatelessSampler):
     """λ = schedule.logsnr(t), t ~ U(0, 1); weight 1 (the default)."""
 
     schedule: Schedule
-
-    def init_state(self) -> dict:
-        return {}
 
     def sample(self, key: jax.Array, n: int, state: Any = None) -> tuple[jax.Array, jax.Array]:
         lam = self.schedule.logsnr(uniform_t(key, n))
@@ -89,13 +204,10 @@ class UniformSampler:
 
 
 @dataclasses.dataclass(frozen=True)
-class StratifiedSampler:
+class StratifiedSampler(StatelessSampler):
     """λ = schedule.logsnr(t), t stratified over [0, 1] (`stratified_t`); weight 1."""
 
     schedule: Schedule
-
-    def init_state(self) -> dict:
-        return {}
 
     def sample(self, key: jax.Array, n: int, state: Any = None) -> tuple[jax.Array, jax.Array]:
         lam = self.schedule.logsnr(stratified_t(key, n))
@@ -103,7 +215,7 @@ class StratifiedSampler:
 
 
 @dataclasses.dataclass(frozen=True)
-class ImportanceSampler:
+class ImportanceSampler(StatelessSampler):
     """λ from the proposal schedule A; weight p_B(λ)/p_A(λ) for the target schedule B.
 
     E_A[weight·f(λ)] = E_B[f(λ)]: the objective is B's while compute follows A's p(λ)
@@ -163,3 +275,9 @@ def _make_importance(
         raise ValueError("timestep sampler 'importance': give the unscaled schedule")
     prop = get_schedule(proposal, **{**dict(proposal_params or {}), **flat})
     return ImportanceSampler(schedule, prop, bool(stratified))
+
+
+# Register the learned samplers. Imported last: they import this (by then fully defined) module.
+from jaxdiff.noise import adaptive as _adaptive  # noqa: E402, F401
+from jaxdiff.noise import adaptive_bins as _adaptive_bins  # noqa: E402, F401
+from jaxdiff.noise import speed as _speed  # noqa: E402, F401
