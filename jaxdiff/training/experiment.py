@@ -17,13 +17,13 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxdiff import models
+from jaxdiff import models, noise
 from jaxdiff.diffusion import NoiseSpec, make_noise_spec
 from jaxdiff.training import sharding
 from jaxdiff.training.config import noise_config
 from jaxdiff.training.optim import learning_rate_schedule, make_optimizer
 from jaxdiff.training.state import TrainState, create_train_state
-from jaxdiff.training.step import bind_train_step, jit_train_step
+from jaxdiff.training.step import bind_train_step, jit_train_step, weighting_optimizer
 from jaxdiff.training.validate import validate_config
 
 
@@ -61,10 +61,17 @@ def _init_state(config, model, spec: NoiseSpec, optimizer) -> TrainState:
     x = jnp.zeros((1, d.image_size, d.image_size, d.channels), jnp.float32)
     cond = jnp.zeros((1,), jnp.float32)
     y = jnp.zeros((1,), jnp.int32)
-    k1, k2 = jax.random.split(init_key)
+    k1, k2, k_sampler, k_weighting = jax.random.split(init_key, 4)
     params = model.init({"params": k1, "dropout": k2}, x, cond, y)["params"]
+    x0_shape = (d.batch_size, d.image_size, d.image_size, d.channels)
+    sampler_state = noise.init_sampler_state(spec.timestep_sampler, k_sampler, x0_shape)
+    weighting_state = {}
+    if spec.learned_weighting is not None:
+        u = spec.learned_weighting.init(k_weighting)
+        opt = weighting_optimizer(optimizer, u)
+        weighting_state = {"params": u, "opt": opt.init(u)}
     return create_train_state(
-        params, optimizer, len(config.ema.decays), spec.timestep_sampler.init_state()
+        params, optimizer, len(config.ema.decays), sampler_state, weighting_state
     )
 
 

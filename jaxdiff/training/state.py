@@ -13,7 +13,10 @@ import jax.numpy as jnp
 class TrainState:
     """Everything a resumed run needs besides the data position.
 
-    ``ema`` is a tuple aligned with ``config.ema.decays``. Randomness is not state: step
+    ``ema`` is a tuple aligned with ``config.ema.decays``. ``sampler_state`` is a stateful
+    timestep sampler's (``{}`` otherwise); ``weighting_state`` holds a learned weighting's
+    parameters and their optimizer state (``{"params", "opt"}``, ``{}`` without one), trained
+    with the model. Randomness is not state: step
     keys are ``fold_in(key(seed), step)``, so a resumed run draws what an uninterrupted one
     would.
     """
@@ -23,9 +26,12 @@ class TrainState:
     ema: tuple
     opt_state: Any
     sampler_state: Any
+    weighting_state: Any
 
 
-def create_train_state(params, optimizer, num_ema: int, sampler_state) -> TrainState:
+def create_train_state(
+    params, optimizer, num_ema: int, sampler_state, weighting_state=None
+) -> TrainState:
     """A fresh state (a pure function: jit it with ``out_shardings`` to place it)."""
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -33,6 +39,7 @@ def create_train_state(params, optimizer, num_ema: int, sampler_state) -> TrainS
         ema=tuple(jax.tree_util.tree_map(jnp.copy, params) for _ in range(num_ema)),
         opt_state=optimizer.init(params),
         sampler_state=sampler_state,
+        weighting_state={} if weighting_state is None else weighting_state,
     )
 
 

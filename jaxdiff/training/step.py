@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdiff import noise
 from jaxdiff.diffusion import NoiseSpec, diffusion_loss
 from jaxdiff.training.sharding import batch_sharding, replicated
 from jaxdiff.training.state import TrainState, update_ema
@@ -29,17 +30,19 @@ def _bin_stats(values, lam, edges):
     return onehot.T @ values.astype(jnp.float32), onehot.sum(0)
 
 
-def _grads(params, images, labels, key, *, apply_fn, spec, sampler_state, grad_accum):
-    """Loss, aux and gradients; with ``grad_accum`` > 1 over interleaved micro-batches."""
+def _grads(trainable, images, labels, key, *, apply_fn, spec, sampler_state, grad_accum):
+    """Loss, aux and gradients of ``trainable = (params, weighting params)``; with
+    ``grad_accum`` > 1 over interleaved micro-batches."""
 
-    def loss_fn(p, x0, y, k):
+    def loss_fn(tp, x0, y, k):
+        params, weighting_params = tp
         k_noise, k_model = jax.random.split(k)
-        denoise = lambda x_t, lam: apply_fn(p, x_t, lam, y, k_model, True)
-        return diffusion_loss(denoise, x0, k_noise, spec, sampler_state)
+        denoise = lambda x_t, lam: apply_fn(params, x_t, lam, y, k_model, True)
+        return diffusion_loss(denoise, x0, k_noise, spec, sampler_state, weighting_params)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if grad_accum == 1:
-        return grad_fn(params, images, labels, key)
+        return grad_fn(trainable, images, labels, key)
 
     def micro(x):  # (B, ...) -> (A, B/A, ...), micro-batch i holds rows i, i+A, ...
         return jnp.swapaxes(x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]), 0, 1)
@@ -48,14 +51,66 @@ def _grads(params, images, labels, key, *, apply_fn, spec, sampler_state, grad_a
 
     def body(acc, inp):
         x0, y, k = inp
-        (loss, aux), g = grad_fn(params, x0, y, k)
+        (loss, aux), g = grad_fn(trainable, x0, y, k)
         acc = jax.tree_util.tree_map(lambda a, b: a + b / grad_accum, acc, (loss, g))
         return acc, aux
 
-    zeros = (jnp.zeros((), jnp.float32), jax.tree_util.tree_map(jnp.zeros_like, params))
+    zeros = (jnp.zeros((), jnp.float32), jax.tree_util.tree_map(jnp.zeros_like, trainable))
     (loss, grads), aux = jax.lax.scan(body, zeros, (micro(images), micro(labels), keys))
     aux = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1).reshape(-1, *a.shape[2:]), aux)
     return (loss, aux), grads
+
+
+def weighting_optimizer(optimizer, params) -> optax.GradientTransformation:
+    """The model's optimizer on a learned weighting's trainable parameters (EDM2 trains u with
+    the network's optimizer); its fixed Fourier features are left alone (no weight decay)."""
+    return optax.masked(optimizer, noise.learned_weighting.trainable_mask(params))
+
+
+def _update_weighting(weighting_state, grads, optimizer):
+    if not weighting_state:
+        return weighting_state
+    opt = weighting_optimizer(optimizer, weighting_state["params"])
+    updates, opt_state = opt.update(grads, weighting_state["opt"], weighting_state["params"])
+    return {"params": optax.apply_updates(weighting_state["params"], updates), "opt": opt_state}
+
+
+def x0_error_fn(apply_fn, spec: NoiseSpec):
+    """``x0_error(params, x0, eps, lam, y) -> (N,)``: the mean over dims of (x̂0 − x0)² of the
+    network at the sampler's (unscaled) λ with noise ``eps``, for stateful samplers. The
+    target-space MSE divided by its factor over the x0 MSE (SNR for ε, ...) is the x0 MSE."""
+
+    def x0_error(params, x0, eps, lam, y):
+        x_t = noise.corrupt(x0, eps, lam, scale=spec.input_scale, normalize=spec.normalize_input)
+        lam_eff = noise.effective_logsnr(lam, spec.input_scale)
+        pred = apply_fn(params, x_t, lam_eff, y, jax.random.key(0), False)
+        target = noise.make_target(x0, eps, lam_eff, spec.target)
+        mse = jnp.mean(jnp.square(pred - target), axis=tuple(range(1, x0.ndim)))
+        return mse * jnp.exp(-noise.log_target_factor(lam_eff, spec.target))
+
+    return x0_error
+
+
+def _update_sampler(state, params, images, labels, aux, key, *, apply_fn, spec):
+    """A stateful sampler's update after the optimizer step: (sampler state, metrics)."""
+    sampler = spec.timestep_sampler
+    if not sampler.stateful:
+        return state.sampler_state, {}
+    ctx = noise.SamplerContext(
+        step=state.step,
+        key=key,
+        x0=images,
+        labels=labels,
+        lam=aux["sampler_lam"],
+        info=aux["sampler_info"],
+        loss_per_example=aux["loss_per_example"],
+        mse=aux["mse"],
+        params_before=state.params,
+        params_after=params,
+        x0_error=x0_error_fn(apply_fn, spec),
+    )
+    sampler_state, metrics = sampler.update(state.sampler_state, ctx)
+    return sampler_state, {f"sampler/{k}": v for k, v in metrics.items()}
 
 
 def train_step(
@@ -75,15 +130,16 @@ def train_step(
     ema_warmup: bool = True,
 ) -> tuple[TrainState, dict]:
     """One optimisation step (pure). ``rng`` is the root key's data; the step key is
-    ``fold_in(root, step)``, split into label-dropout and loss keys."""
+    ``fold_in(root, step)``, split into label-dropout, loss and sampler-update keys."""
     key = jax.random.fold_in(jax.random.wrap_key_data(rng), state.step)
     k_label, k_loss = jax.random.split(key)
     labels = batch["label"].astype(jnp.int32)
     drop = jax.random.bernoulli(k_label, label_dropout, labels.shape)
     labels = jnp.where(drop, num_classes, labels)
 
-    (loss, aux), grads = _grads(
-        state.params,
+    trainable = (state.params, state.weighting_state.get("params", {}))
+    (loss, aux), (grads, weighting_grads) = _grads(
+        trainable,
         batch["image"],
         labels,
         k_loss,
@@ -95,11 +151,17 @@ def train_step(
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    sampler_state, sampler_metrics = _update_sampler(
+        state, params, batch["image"], labels, aux, jax.random.fold_in(key, 0x5A3),
+        apply_fn=apply_fn, spec=spec,
+    )  # fmt: skip
     new = state.replace(
         step=state.step + 1,
         params=params,
         ema=update_ema(state.ema, params, ema_decays, state.step, warmup=ema_warmup),
         opt_state=opt_state,
+        sampler_state=sampler_state,
+        weighting_state=_update_weighting(state.weighting_state, weighting_grads, optimizer),
     )
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     if skip_nonfinite:
@@ -119,6 +181,7 @@ def train_step(
         "lam_max": aux["lam"].max(),
         "lam_bin_loss_sum": bin_sum,
         "lam_bin_count": bin_count,
+        **sampler_metrics,
     }
     return new, metrics
 
