@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from absl import flags
+from PIL import Image
+from tensorflow_datasets.datasets.imagenet2012 import imagenet2012_dataset_builder as inet_builder
 from tensorflow_datasets.image_classification import cifar
 
 from jaxdiff.data import make_source, prepare, sources
@@ -132,6 +134,8 @@ def test_unprepared_dataset_is_one_line_naming_the_command(tmp_path, no_network)
         make_source(dict(name="imagenet_resized/64x64", data_dir=data_dir), "train")
     with pytest.raises(ValueError, match="data.name: 'no_such_set' is not a TFDS dataset"):
         make_source(dict(name="no_such_set", data_dir=data_dir), "train")
+    with pytest.raises(ValueError, match="^data.name: .*BuilderConfig 65x65 not found"):
+        make_source(dict(name="imagenet_resized/65x65", data_dir=data_dir), "train")
     assert not no_network
 
 
@@ -221,3 +225,55 @@ class JaxdiffTinyTfrecord(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         for i in range(2):
             yield i, {"image": np.full((4, 4, 3), i, np.uint8), "label": i}
+
+
+def _jpeg(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _pixels(jpeg: bytes) -> bytes:
+    """What make_source returns for these JPEG bytes at 40 px (PIL decode, center crop)."""
+    image = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    return sources.preprocess_image(image, image_size=40, channels=3, center_crop=True).tobytes()
+
+
+def test_imagenet2012_from_the_manual_tars(tmp_path, no_network):
+    """ImageNet's own layout (a train tar of per-synset tars, a flat val tar), prepared by
+    TFDS's imagenet2012 builder without Beam or network, read by make_source."""
+    manual, data_dir = tmp_path / "manual", str(tmp_path / "tfds")
+    manual.mkdir()
+    names = tfds.builder("imagenet2012").info.features["label"].names  # TFDS's synset order
+    train, inner = {}, {}
+    for c, synset in [(0, "n01440764"), (7, names[7])]:
+        files = {f"{synset}_{i}.JPEG": _jpeg(10 * c + i) for i in range(3)}
+        train.update({_pixels(v): c for v in files.values()})
+        inner[f"{synset}.tar"] = _tar(files)
+    (manual / "ILSVRC2012_img_train.tar").write_bytes(_tar(inner))
+    # The label of val image i is line i of TFDS's validation_labels.txt (a synset).
+    labels_txt = os.path.join(os.path.dirname(inet_builder.__file__), "validation_labels.txt")
+    with open(labels_txt) as f:
+        val_synsets = f.read().split()
+    val_files = {f"ILSVRC2012_val_{i:08d}.JPEG": _jpeg(100 + i) for i in range(1, 5)}
+    val = {_pixels(v): names.index(val_synsets[i]) for i, v in enumerate(val_files.values())}
+    (manual / "ILSVRC2012_img_val.tar").write_bytes(_tar(val_files))
+
+    prepare.prepare_dataset("imagenet2012", data_dir, manual_dir=str(manual))
+    cfg = dict(name="imagenet2012", data_dir=data_dir, image_size=40, center_crop=True)
+    for split, want in [("train", train), ("validation", val)]:
+        src = make_source(cfg, split)
+        got = {src[k]["image"].tobytes(): int(src[k]["label"]) for k in range(len(src))}
+        assert len(src) == len(want) and got == want
+    assert not no_network

@@ -173,30 +173,29 @@ def prepare_dataset(
 
 
 def main(argv: Sequence[str]) -> None:
-    """absl entry point: prepares `--dataset`; prints its directory, or one error line and
-    exits 1."""
+    """absl entry point: prepares `--dataset`, then prints where it is and how to train on
+    it; on failure, one line and exit status 1."""
     del argv
-    FLAGS = flags.FLAGS
-    if not FLAGS.dataset:
+    opts = flags.FLAGS
+    if not opts.dataset:
         sys.exit("prepare: give --dataset=NAME (e.g. cifar10, imagenet2012)")
     try:
         builder = prepare_dataset(
-            FLAGS.dataset,
-            FLAGS.data_dir,
-            manual_dir=FLAGS.manual_dir,
-            download_dir=FLAGS.download_dir,
-            download=FLAGS.download,
+            opts.dataset,
+            opts.data_dir,
+            manual_dir=opts.manual_dir,
+            download_dir=opts.download_dir,
+            download=opts.download,
         )
     except tfds.core.registered.DatasetNotFoundError:
-        sys.exit(f"prepare: --dataset={FLAGS.dataset!r} is not a TFDS dataset")
-    except (MissingFileError, ValueError, tfds_dm.NonMatchingChecksumError) as err:
-        sys.exit(f"prepare: {FLAGS.dataset}: {' '.join(str(err).split())}")
-    except AssertionError as err:  # TFDS: manual dir missing or empty
-        sys.exit(f"prepare: {FLAGS.dataset}: {' '.join(str(err).split())}")
+        sys.exit(f"prepare: --dataset={opts.dataset!r} is not a TFDS dataset")
+    except (MissingFileError, tfds_dm.NonMatchingChecksumError, ValueError, AssertionError) as e:
+        # AssertionError: TFDS's "manual dir missing or empty" and "no split found"
+        sys.exit(f"prepare: {opts.dataset}: {' '.join(str(e).split())}")
     splits = ", ".join(f"{k}: {v.num_examples}" for k, v in sorted(builder.info.splits.items()))
-    print(f"{FLAGS.dataset}: array_record in {builder.data_dir} ({splits})")
+    print(f"{opts.dataset}: array_record in {builder.data_dir} ({splits})")
     print(
-        f"train on it with --config.data.name={FLAGS.dataset} "
+        f"train on it with --config.data.name={opts.dataset} "
         f"--config.data.data_dir={data_dir_root(builder)}"
     )
 

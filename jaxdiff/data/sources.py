@@ -268,6 +268,8 @@ def _tfds_source(name: str, data_config: Any, split: str, field: str = "data.nam
             f"{field}: {name!r} is not a TFDS dataset (nor one prepared in data.data_dir"
             f"={_field(data_config, 'data_dir')!r}); data.name is one of {list(SOURCE_NAMES)}"
         ) from None
+    except (ValueError, AssertionError) as err:  # e.g. an unknown config or version
+        raise ValueError(f"{field}: {' '.join(str(err).split())}") from None
     try:
         return builder.as_data_source(split=split)
     except Exception:
