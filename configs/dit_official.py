@@ -22,6 +22,9 @@ the common keys of every config (``:steps=`` is the number of training steps).
 The network here is DiT-XL/2 with a learned σ and the official timestep conditioning; a
 converted checkpoint in ``init_from`` brings its own architecture (checked against ``data``).
 Training with this config fine-tunes the mean (our continuous-time loss); the σ head is kept.
+It reads SD-VAE latents of ImageNet written by ``python -m jaxdiff.encode`` (see
+docs/data.md): ``data.name = "latents"``, ``--config.data.data_dir=OUT`` (the encoder's
+``--out``, 32×32×4 latents of 256 px images; 64×64×4 for ``:512``).
 """
 
 from jaxdiff.training.config import apply_variant, base_config, flag, make_tiny, parse_variant
@@ -45,7 +48,7 @@ def get_config(arg=None):
     v = parse_variant(arg, VARIANTS)
     c = base_config()
     c.init_from = ""  # the converted official checkpoint: --config.init_from=DIR
-    c.data.name = "imagenet256_latents"
+    c.data.name = "latents"  # the jaxdiff.encode output: --config.data.data_dir=OUT
     c.data.kind = "latent"
     c.data.image_size = 64 if v.get("512") else 32
     c.data.channels = 4

@@ -1,4 +1,4 @@
-"""jaxdiff.data.encode: a tiny image folder encoded by a tiny random VAE, interrupted and
+"""jaxdiff.encode: a tiny image folder encoded by a tiny random VAE, interrupted and
 resumed, split over 2 simulated processes, run through the CLI, and read back as latents."""
 
 import os
