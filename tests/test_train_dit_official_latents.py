@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdiff.data import encode, latent_format, make_source
+from jaxdiff import encode
+from jaxdiff.data import latent_format, make_source
 from jaxdiff.models import vae as vae_lib
 from jaxdiff.training import loop
 
@@ -42,7 +43,7 @@ def test_dit_official_tiny_trains_on_encoded_latents(tmp_path):
     rng = np.random.default_rng(0)
     mean = rng.normal(size=(24, 8, 8, 4)).astype(np.float32) * 5.0
     std = rng.uniform(0.01, 0.1, size=(24, 8, 8, 4)).astype(np.float32)
-    encode.write_chunk(
+    latent_format.write_chunk(
         latent_format.chunk_path(str(latents / "train"), 0), mean, std, np.arange(24) % 2
     )
     src = make_source(dict(c.data, data_dir=str(latents)), "train")
