@@ -5,6 +5,7 @@ Conventions: t ∈ [0, 1] (0 clean), λ = log(α²/σ²), α² = sigmoid(λ), x_
 See docs/noise.md for the formulas and the defaults.
 """
 
+from jaxdiff.noise.ddpm import ddpm_linear_alphas_cumprod, ddpm_linear_logsnr_table
 from jaxdiff.noise.scaling import (
     alpha_sigma,
     corrupt,
@@ -60,6 +61,8 @@ __all__ = [
     "check_target",
     "convert",
     "corrupt",
+    "ddpm_linear_alphas_cumprod",
+    "ddpm_linear_logsnr_table",
     "effective_logsnr",
     "get_schedule",
     "get_timestep_sampler",
