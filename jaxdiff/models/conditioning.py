@@ -1,6 +1,6 @@
 """Maps from the noise level λ (logSNR) to the scalar `cond` the networks embed.
 
-Networks are conditioned on the noise level, not on a schedule's t (DESIGN.md). The default
+Networks are conditioned on the noise level, not on a schedule's t. The default
 map `logsnr_to_cond` is a fixed affine map of λ ∈ [−20, 20] onto [0, 1000], the range the
 DiT frequency embedder was designed for. Official DiT checkpoints were trained on the
 integer step of the 1000-step linear-β DDPM schedule (its table λ_k is

@@ -201,7 +201,7 @@ def _cosine_power_density(lam, start, end, tau, clip_min):
     log_tan = jnp.log(sin_x) - (0.5 * log_ratio / tau + c["log_cos_s"])
     log_p = jax.nn.log_sigmoid(lam) + jax.nn.log_sigmoid(-lam) + c["log_q"] - log_ratio - log_tan
     dens = jnp.exp(log_p - float(np.log(tau * np.pi * (end - start))))
-    # sin x' = 0 only once sigmoid(−λ) underflows (λ ≳ 88 in float32), where p < e^{−40/τ}.
+    # sin x' = 0 only once sigmoid(−λ) underflows (λ ≳ 88 in float32), where p < e^{−40}.
     return jnp.where(sin_x > 0, dens, 0.0)
 
 

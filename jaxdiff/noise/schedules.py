@@ -1,6 +1,6 @@
 """Noise schedules as maps t ↦ λ(t) = logSNR, with their inverses and densities.
 
-Convention (DESIGN.md): t ∈ [0, 1], t = 0 clean, t = 1 noise; λ = log(α²/σ²) is strictly
+Convention: t ∈ [0, 1], t = 0 clean, t = 1 noise; λ = log(α²/σ²) is strictly
 decreasing in t. With t ~ U(0, 1) a schedule induces the density p(λ) = |dt/dλ| over noise
 levels (Hang et al. 2024, arXiv:2407.03297). λ(t) is clipped to the schedule's range
 [lo, hi] = [max(LOGSNR_MIN, inf formula), min(LOGSNR_MAX, sup formula)] (`logsnr_range`);
@@ -12,7 +12,8 @@ Every schedule is registered under a name with one function `formula(t, **params
 (finite and strictly decreasing on the open interval (0, 1)). A closed-form inverse and
 density may be given; otherwise the inverse is a jit-able bisection and the density is
 1/|dλ/dt| at t(λ) through `jax.jvp`. The built-in formulas live in
-`jaxdiff.noise.schedule_library`, imported (and so registered) at the end of this module.
+`jaxdiff.noise.schedule_library`, `schedule_chen` (Chen 2023) and `ddpm` (the linear-β DDPM),
+imported (and so registered) at the end of this module.
 """
 
 from __future__ import annotations
