@@ -152,6 +152,7 @@ VARIANTS = [
     ("cosine_interpolated", {"image_size": 128}),
     ("cosine_interpolated", {"image_size": 256, "noise_d_low": 32, "noise_d_high": 64}),
     ("ddpm_linear", {"num_steps": 100, "beta_start": 1e-3, "beta_end": 0.05}),
+    ("linear", {"clip_min": 0.01}),  # λ(1) = logit(0.01): an atom of mass 0.01 there
 ]
 CASES = [(name, {}) for name in noise.list_schedules()] + VARIANTS
 IDS = [f"{n}-{p}" if p else n for n, p in CASES]
@@ -243,8 +244,17 @@ def _ref_slope(ref: Reference, s, t: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.where(clipped, 0.0, slope), lam
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name,params", CASES, ids=IDS)
+# Every registered schedule in float32 and float64, the parameter variants in float32.
+DTYPE_CASES = [(n, p, "float32") for n, p in CASES] + [
+    (n, {}, "float64") for n in noise.list_schedules()
+]
+
+
+@pytest.mark.parametrize(
+    "name,params,dtype",
+    DTYPE_CASES,
+    ids=[f"{n}-{p}-{d}" if p else f"{n}-{d}" for n, p, d in DTYPE_CASES],
+)
 def test_schedule_against_reference(name, params, dtype):
     """t_from_logsnr, density and jax.grad of λ(t), float32/float64 under one jit."""
     s, ref = noise.get_schedule(name, **params), reference(name, params)
