@@ -148,10 +148,22 @@ def make_noise_spec(noise_config: Any) -> NoiseSpec:
 
 def loss_weight(spec: NoiseSpec, lam: jax.Array, lam_eff: jax.Array) -> jax.Array:
     """Per-example loss weight from the weighting: w(λ_eff) in `spec.target` space, divided by
-    the training schedule's p(λ) in "density" mode (so the objective is ∫ w·MSE dλ)."""
+    the training schedule's p(λ) in "density" mode, so the objective is ∫_lo^hi w·MSE dλ over
+    the schedule's open range (lo, hi) = `spec.schedule.logsnr_range`.
+
+    In "density" mode a λ at a clip point (an atom of the schedule, e.g. the 3.2% of Cauchy
+    draws at ±20) gets weight 0: a point has no λ-width, so it carries no part of the integral,
+    and w/p(λ) there would weight the atom's whole tail mass as if it were density (×1260 for
+    Cauchy at 20); w/(atom mass) would instead add a point term w(±20)·MSE(±20) whose size
+    depends on the schedule and whose weight explodes for tiny atoms (1e−13 for lognormal).
+    λ where p(λ) = 0 (outside a bounded schedule's range) also gets 0.
+    """
     w = spec.weighting(lam_eff, spec.target)
     if spec.weight_mode == "density":
-        w = w / spec.schedule.density(lam)
+        lo, hi = spec.schedule.logsnr_range
+        p = spec.schedule.density(lam)
+        inside = (lam > lo) & (lam < hi) & (p > 0)
+        w = jnp.where(inside, w / jnp.where(inside, p, 1.0), 0.0)
     return w
 
 

@@ -8,6 +8,7 @@ See docs/noise.md for the formulas and the defaults.
 from jaxdiff.noise import learned_weighting
 from jaxdiff.noise.adaptive import AdaptiveSampler, f_regression_scores, select_k_best
 from jaxdiff.noise.adaptive_bins import AdaptiveBinsSampler
+from jaxdiff.noise.ddpm import ddpm_linear_alphas_cumprod, ddpm_linear_logsnr_table
 from jaxdiff.noise.scaling import (
     alpha_sigma,
     corrupt,
@@ -70,6 +71,8 @@ __all__ = [
     "check_target",
     "convert",
     "corrupt",
+    "ddpm_linear_alphas_cumprod",
+    "ddpm_linear_logsnr_table",
     "effective_logsnr",
     "f_regression_scores",
     "get_schedule",

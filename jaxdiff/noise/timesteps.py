@@ -214,28 +214,107 @@ class StratifiedSampler(StatelessSampler):
         return lam, jnp.ones_like(lam)
 
 
+def _atom_weight(target: Schedule, proposal: Schedule, side: int) -> float:
+    """dP_target/dP_proposal at the proposal's clip point (side 0: lo, 1: hi): the target's
+    mass at that λ over the proposal's; 0 where the proposal never draws it."""
+    m_prop = proposal.clip_masses()[side]
+    same_point = target.logsnr_range[side] == proposal.logsnr_range[side]
+    m_target = target.clip_masses()[side] if same_point else 0.0
+    return m_target / m_prop if m_prop > 0 else 0.0
+
+
+def _check_coverage(target: Schedule, proposal: Schedule) -> None:
+    """ValueError unless every λ the target draws can be drawn by the proposal."""
+    (lo_b, hi_b), (lo_a, hi_a) = target.logsnr_range, proposal.logsnr_range
+    if lo_b < lo_a or hi_b > hi_a:
+        raise ValueError(
+            f"timestep sampler 'importance': proposal {proposal.name!r} draws λ in "
+            f"[{lo_a:.4g}, {hi_a:.4g}] but the target {target.name!r} has mass on "
+            f"[{lo_b:.4g}, {hi_b:.4g}]; choose a proposal whose range covers the target's"
+        )
+    for side, (point_b, point_a) in enumerate([(lo_b, lo_a), (hi_b, hi_a)]):
+        mass = target.clip_masses()[side]
+        if mass > 0 and point_b != point_a:
+            raise ValueError(
+                f"timestep sampler 'importance': the target {target.name!r} puts mass "
+                f"{mass:.3g} on λ = {point_b:.4g} (its clip point), where proposal "
+                f"{proposal.name!r} has only a density; choose one with the same clip point"
+            )
+
+
 @dataclasses.dataclass(frozen=True)
 class ImportanceSampler(StatelessSampler):
-    """λ from the proposal schedule A; weight p_B(λ)/p_A(λ) for the target schedule B.
+    """λ from the proposal schedule A; weight dP_B/dP_A(λ) for the target schedule B.
 
     E_A[weight·f(λ)] = E_B[f(λ)]: the objective is B's while compute follows A's p(λ)
     (Hang et al. 2024's "change p(λ)" vs "change w(λ)"). `stratified` draws A's t stratified.
-    The ratio is unbounded where A's tails are lighter than B's (e.g. Laplace proposal,
-    cosine target): unbiased but high variance there.
+    A clipped schedule's λ has a density on the open range plus atoms at the clip points
+    (`Schedule.clip_masses`), so the weight is p_B(λ)/p_A(λ) inside and the ratio of the
+    atoms' masses at them (Cauchy: 3.2% of its mass sits at ±20). The proposal must cover the
+    target's range (checked on construction). The weights' variance is unbounded in practice
+    where A's tails are lighter than B's (e.g. Laplace proposal, cosine target):
+    `weight_moments()` measures it before training.
     """
 
     schedule: Schedule
     proposal: Schedule
     stratified: bool = False
 
-    def init_state(self) -> dict:
-        return {}
+    def __post_init__(self):
+        _check_coverage(self.schedule, self.proposal)
+
+    def weight(self, lam: jax.Array) -> jax.Array:
+        """dP_B/dP_A at λ drawn from A: p_B/p_A strictly inside A's range (0 outside B's),
+        m_B/m_A at A's clip points; same shape and dtype as lam."""
+        return self.weight_from_densities(
+            lam, self.schedule.density(lam), self.proposal.density(lam)
+        )
+
+    def weight_from_densities(
+        self, lam: jax.Array, p_target: jax.Array, p_proposal: jax.Array
+    ) -> jax.Array:
+        """`weight(lam)` given p_B(λ) and p_A(λ) (e.g. computed once for many samplers)."""
+        (lo_a, hi_a), (lo_b, hi_b) = self.proposal.logsnr_range, self.schedule.logsnr_range
+        inside = (lam > lo_b) & (lam < hi_b) & (p_proposal > 0)
+        ratio = jnp.where(inside, p_target / jnp.where(inside, p_proposal, 1.0), 0.0)
+        w_lo = _atom_weight(self.schedule, self.proposal, 0)
+        w_hi = _atom_weight(self.schedule, self.proposal, 1)
+        return jnp.where(lam >= hi_a, w_hi, jnp.where(lam <= lo_a, w_lo, ratio))
 
     def sample(self, key: jax.Array, n: int, state: Any = None) -> tuple[jax.Array, jax.Array]:
         t = stratified_t(key, n) if self.stratified else uniform_t(key, n)
-        lam = self.proposal.logsnr(t)
-        log_ratio = jnp.log(self.schedule.density(lam)) - jnp.log(self.proposal.density(lam))
-        return lam, jnp.exp(log_ratio)
+        # Off the float grid's exact 0 and 1: there λ would be a clip atom with the grid's
+        # probability (2^-23 in float32) instead of the atom's own mass (2e−9 for `linear`).
+        tiny = 0.5 * jnp.finfo(t.dtype).eps
+        lam = self.proposal.logsnr(jnp.clip(t, tiny, 1.0 - tiny))
+        return lam, self.weight(lam)
+
+    def weight_moments(self, num: int = 40_001) -> dict[str, float]:
+        """E_A[w] and E_A[w²] by quadrature (float64, on the host), for a check before training.
+
+        E_A[w^k] = ∫ p_B^k p_A^{1−k} dλ over B's open range (trapezoid on `num` points) plus,
+        per clip atom of B, m_B^k m_A^{1−k}. "mean" is 1 up to quadrature error when A covers
+        B; "second_moment" = E_A[w²] = 1 + Var_A[w] is inf where B has mass that A draws with
+        probability 0 (a target atom or density where the proposal's underflows);
+        "ess_fraction" = mean²/second_moment, the effective sample size per draw (Kish).
+        """
+        (lo_b, hi_b), (lo_a, hi_a) = self.schedule.logsnr_range, self.proposal.logsnr_range
+        with jax.enable_x64(True):
+            grid = np.linspace(lo_b, hi_b, num)
+            p_b = np.asarray(jax.jit(self.schedule.density)(grid), np.float64)
+            p_a = np.asarray(jax.jit(self.proposal.density)(grid), np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sq = np.where(p_b > 0, p_b * p_b / p_a, 0.0)
+        mean = float(np.trapezoid(np.where(p_a > 0, p_b, 0.0), grid))
+        second = float(np.trapezoid(sq, grid))
+        for side in (0, 1):
+            m_b = self.schedule.clip_masses()[side]
+            same_point = (lo_b, hi_b)[side] == (lo_a, hi_a)[side]
+            m_a = self.proposal.clip_masses()[side] if same_point else 0.0
+            if m_b > 0:
+                mean += m_b if m_a > 0 else 0.0
+                second += m_b * m_b / m_a if m_a > 0 else np.inf
+        return {"mean": mean, "second_moment": second, "ess_fraction": mean * mean / second}
 
 
 @register_timestep_sampler("uniform")
