@@ -190,10 +190,13 @@ def run(fv) -> object:
     import jax
 
     from jaxdiff.training import runner
-    from jaxdiff.training.validate import validate_config
+    from jaxdiff.training.validate import importance_warning, validate_config
 
     init_distributed(fv.coordinator_address, fv.num_processes, fv.process_id)
     validate_config(fv.config, num_devices=jax.device_count())
+    warning = importance_warning(fv.config)
+    if warning and jax.process_index() == 0:
+        print(warning, file=sys.stderr, flush=True)
     _check_workdir(fv.workdir)
     return runner.run(
         fv.config,

@@ -145,3 +145,19 @@ def test_help_lists_configs_and_fields(capsys):
     assert "configs/digits.py" in out and "configs/cifar10.py" in out
     for field in ("noise.schedule", "data.batch_size", "total_steps", "sampling.steps"):
         assert field in out
+
+
+def test_light_tailed_importance_proposal_warns_at_start(tmp_path, capsys, monkeypatch):
+    """The pathological example (cosine target, Laplace proposal: E[w²] ~ 1e9) warns once,
+    before training; a heavier-tailed proposal does not."""
+    from jaxdiff.training import runner
+
+    monkeypatch.setattr(runner, "run", lambda *a, **k: None)  # stop after the checks
+    base = [f"--config={DIGITS}:tiny", "--config.noise.timesteps=importance"]
+    status, err = run_cli(capsys, [*base, "--config.noise.timesteps_params.proposal=laplace"],
+                          tmp_path / "w")  # fmt: skip
+    assert status == 0 and len(err) == 1 and err[0].startswith("warning: noise.timesteps_params")
+    assert "lighter tails" in err[0] and "cauchy" in err[0]
+    status, err = run_cli(capsys, [*base, "--config.noise.timesteps_params.proposal=cauchy"],
+                          tmp_path / "w2")  # fmt: skip
+    assert status == 0 and err == []

@@ -3,12 +3,14 @@
 import glob
 import importlib.util
 import os
+import re
 
 import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from jaxdiff import noise
 from jaxdiff.training import config as config_lib
 from jaxdiff.training import loop
 from jaxdiff.training.validate import validate_config
@@ -146,3 +148,41 @@ def test_dit_official_extra_variants():
     assert c.sampling.guidance_channels is None and c.total_steps == 7
     with pytest.raises(ValueError, match="variant"):  # not a key of the other configs
         load(os.path.join(REPO, "configs", "digits.py"), "cfg=2")
+
+
+def _allowed(error: str) -> list[str]:
+    """The names after "allowed: [...]" in a registry's unknown-parameter error."""
+    if "allowed:" not in error:  # a registry entry without parameters
+        return []
+    return re.findall(r"'([a-z_0-9<>]+)'", error.split("allowed:")[-1])
+
+
+def test_locked_config_has_a_placeholder_for_every_registered_parameter():
+    """Every schedule, weighting, timestep sampler and learned weighting parameter can be set
+    on the locked config (--config.noise.<x>_params.<name>=...)."""
+    c = config_lib.base_config()
+    cosine = noise.get_schedule("cosine")
+    for name in noise.list_schedules():
+        with pytest.raises(ValueError) as err:
+            noise.get_schedule(name, zzz=1.0)
+        assert set(_allowed(str(err.value))) <= set(c.noise.schedule_params), name
+    for name in noise.list_weightings():
+        with pytest.raises(ValueError) as err:
+            noise.get_weighting(name, zzz=1.0)
+        assert set(_allowed(str(err.value))) <= set(c.noise.weighting_params), name
+    for name in noise.list_timestep_samplers():
+        with pytest.raises(ValueError) as err:
+            noise.get_timestep_sampler(name, cosine, zzz=1.0)
+        allowed = set(_allowed(str(err.value))) - {"proposal_params", "proposal_<name>"}
+        assert allowed <= set(c.noise.timesteps_params), name
+    with pytest.raises(ValueError) as err:
+        noise.learned_weighting.get_learned_weighting("uncertainty", zzz=1)
+    assert set(_allowed(str(err.value))) <= set(c.noise.learned_weighting_params)
+    # each sampler's name works on the locked config with its parameters unset
+    for name in noise.list_timestep_samplers():
+        d = load(os.path.join(REPO, "configs", "digits.py"), "tiny")
+        d.lock()
+        d.noise.timesteps = name
+        if name == "importance":
+            d.noise.timesteps_params.proposal = "laplace"
+        validate_config(d, num_devices=1)

@@ -24,15 +24,31 @@ from jaxdiff import noise
 from jaxdiff.errors import ConfigError
 from jaxdiff.models import list_models
 
+# Typed placeholders of every registered schedule's, weighting's, timestep sampler's and
+# learned weighting's parameters (tests/test_configs.py checks that none is missing).
 SCHEDULE_PARAMS = {
     "mu": float, "b": float, "gamma": float, "s": float, "p_mean": float, "p_std": float,
     "m": float, "start": float, "end": float, "tau": float, "clip_min": float,
     "image_size": int, "noise_d_low": int, "noise_d_high": int,
+    "num_steps": int, "beta_start": float, "beta_end": float,
 }  # fmt: skip
 WEIGHTING_PARAMS = {"gamma": float, "sigma_data": float, "bias": float}
 TIMESTEP_PARAMS = {
+    # importance: the proposal schedule and its parameters (proposal_<name>)
     "proposal": str, "stratified": bool,
     **{f"proposal_{k}": t for k, t in SCHEDULE_PARAMS.items()},
+    # adaptive (Kim et al. 2024)
+    "version": str, "update_every": int, "num_selected": int, "queue_size": int,
+    "policy_lr": float, "entropy_coef": float, "grad_clip": float, "num_levels": int,
+    "channels": tuple, "hidden_width": int, "hidden_depth": int, "pool_size": int,
+    # adaptive_bins (VDM++)
+    "num_bins": int, "lam_min": float, "lam_max": float, "decay": float, "mix": float,
+    # speed (SpeeD)
+    "num_steps": int, "threshold": float, "sharpness": float, "offset": float, "dual": bool,
+    "p2_k": float, "p2_gamma": float,
+}  # fmt: skip
+LEARNED_WEIGHTING_PARAMS = {
+    "channels": int, "bandwidth": float, "hidden_width": int, "hidden_depth": int,
 }  # fmt: skip
 
 
@@ -69,7 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
         dict(schedule="cosine", schedule_params=_placeholders(SCHEDULE_PARAMS), input_scale=1.0,
              normalize_input=False, target="eps", weighting="snr",
              weighting_params=_placeholders(WEIGHTING_PARAMS), weight_mode="sample",
-             timesteps="uniform", timesteps_params=_placeholders(TIMESTEP_PARAMS))
+             timesteps="uniform", timesteps_params=_placeholders(TIMESTEP_PARAMS),
+             learned_weighting="none",
+             learned_weighting_params=_placeholders(LEARNED_WEIGHTING_PARAMS))
     )  # fmt: skip
     c.optim = ml_collections.ConfigDict(
         dict(name="adamw", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,

@@ -202,6 +202,24 @@ def _eval_fields(c) -> None:
             raise ConfigError(field, f"no such file {path!r}", "an existing file or ''")
 
 
+def importance_warning(config, min_ess: float = 0.1) -> str | None:
+    """A one-line warning when ``noise.timesteps="importance"`` has a proposal with lighter
+    tails than its target: the weights' effective-sample fraction 1/E[w²] (by quadrature) is
+    below ``min_ess``, so a few examples carry the loss (unbiased, but its variance explodes)."""
+    sampler = make_noise_spec(noise_config(config)).timestep_sampler
+    if not hasattr(sampler, "weight_moments"):
+        return None
+    moments = sampler.weight_moments()
+    if moments["ess_fraction"] >= min_ess:
+        return None
+    return (
+        f"warning: noise.timesteps_params.proposal: {sampler.proposal.name!r} has lighter tails "
+        f"than the schedule {sampler.schedule.name!r}: importance weights have E[w²] = "
+        f"{moments['second_moment']:.3g} (effective sample fraction "
+        f"{moments['ess_fraction']:.2g}); choose a proposal with heavier tails (e.g. cauchy)"
+    )
+
+
 def validate_config(config, num_devices: int) -> None:
     """Checks ``config`` for ``num_devices`` devices; raises ConfigError naming the field."""
     total = _run_fields(config)
