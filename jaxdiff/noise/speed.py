@@ -62,7 +62,8 @@ def _tables(
     p2_k: float,
     p2_gamma: float,
 ):
-    with jax.enable_x64(True):
+    # Eagerly, in float64, even when first called while a train step is being traced.
+    with jax.ensure_compile_time_eval(), jax.enable_x64(True):
         t = np.arange(num_steps, dtype=np.float64) / (num_steps - 1)
         lam = np.asarray(schedule.logsnr(t), np.float64)
     sqrt_sigma2 = np.sqrt(1.0 / (1.0 + np.exp(lam)))  # √(1 − ᾱ) = √sigmoid(−λ)
