@@ -112,7 +112,8 @@ class PhotoMetric(ClassifierMetric):
         mu, sigma, accuracy = reference_statistics(features, logits, test.labels)
         reference = swd_lib.SWDReference(_chunks(test), patches_per_image=SWD_REFERENCE_PATCHES)
         shape = (image_size, image_size, channels)
-        prefix = None if path is None else path[: -len(".npz")]
+        swd_tag = f"swd{SWD_REFERENCE_PATCHES}-{swd_lib.PATCHES_PER_IMAGE}-{swd_lib.NUM_DIRECTIONS}"
+        prefix = None if path is None else f"{path[: -len('.npz')]}_{swd_tag}"
         return cls(model, params, shape, mu, sigma, accuracy, prefix, field_of_view, reference)
 
     @functools.cached_property
