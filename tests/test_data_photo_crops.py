@@ -1,5 +1,7 @@
 """photo_crops: offline photos, shapes, ranges, classes, determinism, split, field of view."""
 
+import pickle
+
 import ml_collections
 import numpy as np
 import pytest
@@ -80,6 +82,14 @@ def test_deterministic_given_index_and_seed():
     assert not np.array_equal(a.tops, other.tops)
     np.testing.assert_array_equal(a.labels, other.labels)
     assert not np.array_equal(a[0]["image"], a[16]["image"])  # same photo, another crop
+
+
+def test_pickles_small_and_equal():
+    source = photo_crops.PhotoCrops(32, split="test")
+    data = pickle.dumps(source)
+    assert len(data) < 100_000  # positions only, not the photos
+    again = pickle.loads(data)
+    np.testing.assert_array_equal(again[11]["image"], source[11]["image"])
 
 
 def test_train_and_test_crops_are_disjoint():

@@ -189,6 +189,14 @@ class PhotoCrops:
         )
         self._tables = integral_images(self.channels)
 
+    def __getstate__(self) -> dict:
+        """Pickles without the integral images (Grain workers rebuild them from the wheel)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_tables"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._tables = integral_images(self.channels)
+
     def __len__(self) -> int:
         return len(self.labels)
 
