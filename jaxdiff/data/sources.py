@@ -18,8 +18,9 @@ from PIL import Image
 
 from jaxdiff.data import digits as digits_lib
 from jaxdiff.data import latent_format
+from jaxdiff.data import photo_crops as photo_crops_lib
 
-SOURCE_NAMES = ("digits", "imagefolder", "latents", "<any TFDS dataset name>")
+SOURCE_NAMES = ("digits", "photo_crops", "imagefolder", "latents", "<any TFDS dataset name>")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 _DEFAULTS: dict[str, Any] = {
@@ -231,6 +232,19 @@ def _digits_source(data_config: Any, split: str) -> ArraySource:
     return ArraySource(images, labels)
 
 
+def _photo_crops_source(data_config: Any, split: str) -> photo_crops_lib.PhotoCrops:
+    num_classes = _field(data_config, "num_classes")
+    if num_classes is not None and int(num_classes) < photo_crops_lib.NUM_CLASSES:
+        raise ValueError(
+            f"data.num_classes={num_classes} but photo_crops has "
+            f"{photo_crops_lib.NUM_CLASSES} classes (one per photo)"
+        )
+    fov = config_get(data_config, "field_of_view", photo_crops_lib.FIELD_OF_VIEW)
+    return photo_crops_lib.PhotoCrops(
+        _field(data_config, "image_size"), _field(data_config, "channels"), split, 0, fov
+    )
+
+
 def _imagefolder_source(data_config: Any, split: str) -> ImageFolderSource:
     root = _field(data_config, "data_dir")
     if not root or not os.path.isdir(root):
@@ -287,7 +301,9 @@ def _tfds_source(name: str, data_config: Any, split: str, field: str = "data.nam
 def make_source(data_config: Any, split: str = "train") -> Any:
     """A Grain random-access source (len / __getitem__) of preprocessed examples.
 
-    `data.name` selects it: "digits" (embedded, in memory), "imagefolder" (`data.data_dir`
+    `data.name` selects it: "digits" (embedded, in memory), "photo_crops" (embedded crops of
+    bundled photos, `jaxdiff.data.photo_crops`; `data.field_of_view` source pixels, default
+    128), "imagefolder" (`data.data_dir`
     holds class folders), "latents" (TFDS/array_record dataset `data.tfds_name` of float
     latents under `data.image_key`, or of posterior `mean`/`std`; without `tfds_name`, the
     `jaxdiff.encode` output in `data.data_dir`; multiplied by `data.latent_scale`,
@@ -308,6 +324,8 @@ def make_source(data_config: Any, split: str = "train") -> Any:
         raise ValueError(f"data.image_size must be a positive integer, got {image_size!r}")
     if name == "digits":
         return _digits_source(data_config, split)
+    if name == "photo_crops":
+        return _photo_crops_source(data_config, split)
     if name == "imagefolder":
         return _imagefolder_source(data_config, split)
     if name == "latents":
