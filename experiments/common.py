@@ -80,7 +80,7 @@ class Study:
     name: str
     question: str
     grids: dict  # scale -> Grid
-    conclude: Callable[[dict], str]  # summary table (see `summarise`) -> conclusion text
+    conclude: Callable[[dict, list[dict]], str]  # (summary table, curve rows) -> conclusion
     plot: Callable[[dict, list[dict], str], list[str]] | None = None  # (table, curves, out)
     lower_is_better: bool = True
 
@@ -275,7 +275,7 @@ def write_outputs(study: Study, scale: str, out: str) -> dict:
     table = summarise(rows, grid.metrics)
     plots = study.plot(table, curves, out) if study.plot and rows else []
     with open(os.path.join(out, "summary.md"), "w") as f:
-        f.write(summary_markdown(study, scale, grid, table, plots))
+        f.write(summary_markdown(study, scale, grid, table, curves, plots))
     return table
 
 
@@ -286,7 +286,7 @@ def _write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def summary_markdown(study: Study, scale: str, grid: Grid, table: dict, plots) -> str:
+def summary_markdown(study: Study, scale: str, grid: Grid, table: dict, curves, plots) -> str:
     head = ["cell", "n", *grid.metrics, "steps", "train wall-clock (s)"]
     lines = [
         f"# {study.name} ({scale} scale)",
@@ -308,9 +308,90 @@ def summary_markdown(study: Study, scale: str, grid: Grid, table: dict, plots) -
         vals = [fmt(entry[m], 4) for m in grid.metrics]
         vals += [fmt(entry["steps"], 0), fmt(entry["wall_s"], 1)]
         lines.append(f"| {cell.name} | {n} | " + " | ".join(vals) + " |")
-    lines += ["", "## Conclusion", "", study.conclude(table) if table else "No finished runs.", ""]
+    conclusion = study.conclude(table, curves) if table else "No finished runs."
+    lines += ["", "## Conclusion", "", conclusion, ""]
     lines += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------- plots
+def _pyplot():
+    import matplotlib  # noqa: PLC0415 - the Agg backend must be chosen before pyplot loads
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def plot_curves(
+    curves: list[dict],
+    metric: str,
+    path: str,
+    *,
+    x: str = "step",
+    cells: Sequence[str] | None = None,
+    title: str = "",
+) -> str:
+    """Mean over seeds of ``metric`` against ``x`` ("step" or "wall_s"), one line per cell,
+    with a ±1 standard-error band."""  # fmt: skip
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    names = cells or sorted({c["cell"] for c in curves})
+    for name in names:
+        pts: dict = {}
+        for c in curves:
+            if c["cell"] == name and c["metric"] == metric and c.get(x) is not None:
+                pts.setdefault(c["step"], []).append((c[x], c["value"]))
+        if not pts:
+            continue
+        steps = sorted(pts)
+        xs = [np.mean([p[0] for p in pts[s]]) for s in steps]
+        vals = [np.array([p[1] for p in pts[s]], np.float64) for s in steps]
+        mean = np.array([v.mean() for v in vals])
+        se = np.array([v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in vals])
+        ax.plot(xs, mean, marker="o", ms=3, label=name)
+        ax.fill_between(xs, mean - se, mean + se, alpha=0.2)
+    ax.set(xlabel="training steps" if x == "step" else "training wall-clock (s)",
+           ylabel=metric, title=title)  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_bars(table: dict, metric: str, path: str, cells: Sequence[str], title: str = "") -> str:
+    """Final ``metric`` per cell: mean ± standard error (error bars) and the seeds as dots."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5, 0.55 * len(cells) + 2), 4.2), dpi=110)
+    for i, name in enumerate(cells):
+        entry = table.get(name)
+        if entry is None:
+            continue
+        mean, se, _ = entry[metric]
+        ax.bar(i, mean, yerr=0 if math.isnan(se) else se, color="tab:blue", alpha=0.6, capsize=3)
+        seeds = [r[metric] for r in entry["_rows"] if r.get(metric) is not None]
+        ax.plot([i] * len(seeds), seeds, "k.", ms=4)
+    ax.set_xticks(range(len(cells)), cells, rotation=45, ha="right", fontsize=7)
+    ax.set(ylabel=metric, title=title)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def best_cell(table: dict, metric: str, cells: Sequence[str], lower_is_better: bool = True):
+    """(the best cell by mean, [cells not distinguishable from it at 2 standard errors])."""
+    present = [c for c in cells if c in table and not math.isnan(table[c][metric][0])]
+    if not present:
+        return None, []
+    sign = 1 if lower_is_better else -1
+    best = min(present, key=lambda c: sign * table[c][metric][0])
+    ties = [c for c in present if c != best and not differs(table[c][metric], table[best][metric])]
+    return best, ties
 
 
 # --------------------------------------------------------------------------------- entry
