@@ -26,11 +26,7 @@ from jaxdiff.diagnostics.elbo import (
     prior_kl,
     quantize_8bit,
 )
-from jaxdiff.diagnostics.grad_variance import (
-    covariance_trace,
-    grad_var_per_lambda,
-    per_example_grads,
-)
+from jaxdiff.diagnostics.grad_variance import grad_covariance_trace, grad_var_per_lambda
 from jaxdiff.diagnostics.per_lambda import lambda_bin_edges, loss_per_lambda
 from jaxdiff.diagnostics.report import JSON_KEYS
 from jaxdiff.diagnostics.run import compute_diagnostics, diagnose, heldout_batch
@@ -40,19 +36,18 @@ __all__ = [
     "JSON_KEYS",
     "Denoiser",
     "compute_diagnostics",
-    "covariance_trace",
     "default_settings",
     "diagnose",
     "discrete_decoder_nll",
     "estimate_elbo",
     "evaluate_points",
     "gaussian_decoder_nll",
+    "grad_covariance_trace",
     "grad_var_per_lambda",
     "heldout_batch",
     "lambda_bin_edges",
     "loss_per_lambda",
     "network_denoiser",
-    "per_example_grads",
     "per_example_losses",
     "prior_kl",
     "quantize_8bit",
