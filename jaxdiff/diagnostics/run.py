@@ -112,6 +112,12 @@ def compute_diagnostics(
     return out
 
 
+def _as_dict(value: Any) -> dict:
+    if value is None:
+        return {}
+    return dict(value.to_dict() if hasattr(value, "to_dict") else value)
+
+
 def _context(exp, images: np.ndarray, decoder: str) -> dict[str, Any]:
     spec, c = exp.spec, exp.config
     return {
@@ -144,11 +150,11 @@ def diagnose(
     """Diagnoses `params` of experiment `exp` and writes WORKDIR/diagnostics/step_<N>.json
     and .png (process 0), plus TensorBoard scalars and the figure through the clu `writer`.
 
-    settings: overrides of `config.diagnostics` (default: `exp.config.get("diagnostics")`
-    over `default_settings()`); batch: (images, labels) instead of `heldout_batch`.
+    settings: overrides (dict or ConfigDict) of `exp.config.diagnostics`, itself over
+    `default_settings()`; batch: (images, labels) instead of `heldout_batch`.
     Returns the JSON content (`report.JSON_KEYS`).
     """
-    s = resolve_settings(exp.config.get("diagnostics") if settings is None else settings)
+    s = resolve_settings({**_as_dict(exp.config.get("diagnostics")), **_as_dict(settings)})
     images, labels = heldout_batch(exp.config, s) if batch is None else batch
     decoder = resolve_decoder(exp.config, s)
     core = compute_diagnostics(

@@ -20,8 +20,8 @@ from jaxdiff.training import generate, loop
 def diagnose_workdir(config, workdir: str, settings=None) -> dict:
     """Diagnoses the latest checkpoint of `workdir` (its first EMA copy, as sampling uses;
     `config.init_from`'s weights at step 0 without a checkpoint) with `config.diagnostics`
-    (or `settings`). Writes diagnostics/step_<N>.json / .png and TensorBoard entries under
-    `workdir`; prints the ELBO; returns the JSON content.
+    (`settings` overrides fields of it). Writes diagnostics/step_<N>.json / .png and
+    TensorBoard entries under `workdir`; prints the ELBO; returns the JSON content.
     """
     workdir = os.path.abspath(workdir)
     exp, state, step = loop.restore_for_inference(config, workdir)
