@@ -1,14 +1,15 @@
 """Time `jaxdiff.diagnostics` on DiT-S/2 with 256 held-out examples (not a test).
 
-    python benchmarks/diagnostics.py [--cases digits16,latent32] [--examples 256] [--no-warm]
-                                     [--no-append]
+    python benchmarks/diagnostics.py [--cases digits16,latent32] [--examples 256]
+                                     [--warm digits16] [--no-append]
 
 Cases. "digits16": configs/digits.py:model=DiT-S/2 (16×16×1 digits of the test split, 64
 tokens, 8-bit decoder). "latent32": DiT-S/2 on 32×32×4 inputs (256 tokens, Gaussian decoder;
 N(0, 1) stand-in latents: the speed does not depend on the values). Fresh weights (the speed
 does not depend on training). Default settings (`diagnostics.default_settings()`, except
 `num_examples`). Each phase is timed on a cold call (compilation included: what
-`--mode=diagnose` pays) and a warm one (what periodic diagnosis during training pays).
+`--mode=diagnose` pays) and, for the cases in --warm, a warm one (what periodic diagnosis
+during training pays).
 Appends the table to benchmarks/RESULTS.md.
 """
 
@@ -117,12 +118,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="digits16,latent32")
     parser.add_argument("--examples", type=int, default=256)
-    parser.add_argument("--no-warm", action="store_true", help="skip the warm repeat")
+    parser.add_argument("--warm", default="digits16", help="cases timed a second time")
     parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
     rows = []
     for name in args.cases.split(","):
-        rows += run_case(name, args.examples, not args.no_warm)
+        rows += run_case(name, args.examples, name in args.warm.split(","))
     header = ["case", "phase", "network rows", "cold s", "warm s", "warm rows/s"]
     table = markdown_table(header, rows)
     print(table)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxdiff import diagnostics as dg
+from jaxdiff.data import load_digits
 from jaxdiff.diagnostics.workdir import diagnose_workdir
 from jaxdiff.training import generate, loop
 from jaxdiff.training.experiment import build_experiment
@@ -74,3 +75,19 @@ def test_trained_checkpoint_has_lower_elbo(tmp_path):
     # The held-out training objective improves too (mean over the bins).
     mean_weighted = lambda r: np.mean([b["weighted"] for b in r["loss_per_lambda"]])  # noqa: E731
     assert mean_weighted(after) < mean_weighted(before)
+
+
+def test_heldout_batch_is_a_fixed_test_subset():
+    c = digits.get_config("tiny")
+    s = dg.resolve_settings({"num_examples": 1000, "seed": 3})
+    images, labels = dg.heldout_batch(c, s)
+    assert images.shape == (270, 8, 8, 1) and labels.shape == (270,)  # the whole test split
+    test_images, _ = load_digits(8, 1, "test")
+    assert sorted(map(bytes, images)) == sorted(map(bytes, test_images))
+    again, _ = dg.heldout_batch(c, s)
+    np.testing.assert_array_equal(images, again)
+    small, small_labels = dg.heldout_batch(c, dg.resolve_settings({"num_examples": 16}))
+    assert small.shape[0] == 16 and set(small_labels) <= set(range(10))
+    c.model.class_conditional = False
+    _, null = dg.heldout_batch(c, dg.resolve_settings({"num_examples": 16}))
+    assert (null == c.data.num_classes).all()
