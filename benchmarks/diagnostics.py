@@ -94,7 +94,7 @@ def run_case(name: str, examples: int, warm: bool) -> list[list]:
     rows, results = [], {}
     for phase, n_rows, fn in _phases(exp, params, images, labels, decoder, s):
         out, cold = _timed(fn)
-        hot = _timed(fn)[1] if warm else float("nan")
+        hot = _timed(fn)[1] if warm else "—"
         results[phase] = out
         rows.append([name, phase, n_rows, cold, hot, n_rows / hot if warm else "—"])
         print(rows[-1], flush=True)
@@ -108,7 +108,7 @@ def run_case(name: str, examples: int, warm: bool) -> list[list]:
     rows.append([name, "setup (model init, held-out batch) + PNG", "—", t_setup + t_report,
                  "—", "—"])  # fmt: skip
     total_cold = sum(r[3] for r in rows)
-    total_warm = sum(r[4] for r in rows[:-1]) if warm else float("nan")
+    total_warm = sum(r[4] for r in rows[:-1]) if warm else "—"
     rows.append([name, "**total**", sum(r[2] for r in rows[:-1]), total_cold, total_warm, "—"])
     print(f"{name}: ELBO {elbo['elbo_bpd']:.3f} bits/dim (untrained), total {total_cold:.0f} s")
     return rows

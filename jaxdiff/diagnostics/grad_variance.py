@@ -102,13 +102,15 @@ def grad_var_per_lambda(
     if n < 2:
         raise ValueError(f"gradient variance needs at least 2 examples, got {n}")
     centres = bin_centres(edges)
-    x0, y = put(images, mesh), put(labels, mesh)
+    # Replicated: the scan walks the examples one by one.
+    x0, y = put(images, mesh, shard=False), put(labels, mesh, shard=False)
     out_sharding = None if mesh is None else replicated(mesh)
     rows = []
     for j, lam in enumerate(centres):
         eps = put(
             point_noise(entropy, np.arange(j * n, (j + 1) * n), images.shape[1:], images.dtype),
             mesh,
+            shard=False,
         )
         value = _grad_var(
             params, x0, y, np.asarray(lam, images.dtype), eps,

@@ -46,13 +46,13 @@ def default_settings() -> ml_collections.ConfigDict:
             bin_tail_mass=1e-3,
             lam_min=placeholder(float),
             lam_max=placeholder(float),
-            loss_examples=64,
+            loss_examples=32,
             elbo_samples=4,
             elbo_lam_min=-5.0,
             elbo_lam_max=13.3,
             decoder="auto",
             grad_var_examples=8,
-            batch_size=64,
+            batch_size=16,
         )
     )
 
