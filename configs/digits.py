@@ -51,5 +51,5 @@ def get_config(arg=None):
     c.sampling.steps = 50
     c.sampling.num_grid = 100
     c.sampling.batch_size = 100
-    c.eval.digits_num_samples = 500
+    c.eval.quality_num_samples = 500
     return apply_variant(c, v, _tiny)

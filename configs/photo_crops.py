@@ -45,5 +45,5 @@ def get_config(arg=None):
     c.sampling.steps = 50
     c.sampling.num_grid = 64
     c.sampling.batch_size = 128
-    c.eval.digits_num_samples = 512
+    c.eval.quality_num_samples = 512
     return apply_variant(c, v, _tiny)

@@ -82,6 +82,9 @@ CASES = [
     (["--config.mesh.shape=(3,1)"], "mesh.shape"),
     (["--config.noise.shedule=laplace"], "noise.shedule"),
     (["--config.samplng.steps=3"], "samplng"),
+    (["--config.diagnostics.num_bins=0"], "diagnostics.num_bins"),
+    (["--config.diagnose_every_steps=-1"], "diagnose_every_steps"),
+    (["--config.eval.quality_num_samples=1"], "eval.quality_num_samples"),
     (["--config.total_steps=abc"], "total_steps"),
     (["--config.data.batch_size=1.5"], "data.batch_size"),
 ]

@@ -21,6 +21,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from jaxdiff import noise
+from jaxdiff.diagnostics.settings import default_settings
 from jaxdiff.errors import ConfigError
 from jaxdiff.models import list_models
 
@@ -108,8 +109,12 @@ def base_config() -> ml_collections.ConfigDict:
              clip_x0=True, num_grid=64, batch_size=64)
     )  # fmt: skip
     c.eval = ml_collections.ConfigDict(
-        dict(num_samples=1000, fid_stats="", inception_weights="", digits_num_samples=500)
+        dict(num_samples=1000, fid_stats="", inception_weights="", quality_num_samples=500)
     )
+    # Noise-level diagnostics (jaxdiff.diagnostics; --mode=diagnose) and how often to run
+    # them during training (0: never).
+    c.diagnose_every_steps = 0
+    c.diagnostics = default_settings()
     return c
 
 
@@ -219,7 +224,7 @@ def make_tiny(
     c.sampling.num_grid = 8
     c.sampling.batch_size = 8
     c.eval.num_samples = 8
-    c.eval.digits_num_samples = 64
+    c.eval.quality_num_samples = 64
 
 
 def apply_variant(

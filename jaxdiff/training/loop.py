@@ -293,7 +293,7 @@ def evaluate_digits(exp: Experiment, state, workdir: str, num: int | None = None
     from jaxdiff.evaluation.digits_metric import DigitsMetric
 
     c = exp.config
-    num = int(num or c.eval.digits_num_samples)
+    num = int(num or c.eval.quality_num_samples)
     metric = DigitsMetric.create(c.data.image_size, c.data.channels, os.path.join(workdir, "cache"))
     key = jax.random.fold_in(jax.random.key(c.seed), 0xE7A1)
     images, labels = generate.sample_many(exp, generate.sampling_params(state, c), key, num)

@@ -16,6 +16,8 @@ import re
 
 from jaxdiff import models
 from jaxdiff.data import digits as digits_lib
+from jaxdiff.data import photo_crops
+from jaxdiff.diagnostics.settings import resolve_settings
 from jaxdiff.diffusion import make_noise_spec
 from jaxdiff.errors import ConfigError
 from jaxdiff.sampling.validate import validate_sampling
@@ -29,7 +31,10 @@ DATA_KINDS = ("image", "latent")
 LATENT_SAMPLE_MODES = ("sample", "mean")
 MAX_SEED = 2**32 - 1
 # Embedded datasets whose class count and channels are known without reading anything.
-_EMBEDDED = {"digits": (digits_lib.NUM_CLASSES, (1, 3))}
+_EMBEDDED = {
+    "digits": (digits_lib.NUM_CLASSES, (1, 3)),
+    "photo_crops": (photo_crops.NUM_CLASSES, (1, 3)),
+}
 
 
 def _get(config, field: str):
@@ -162,20 +167,26 @@ def _optim_fields(c, total: int) -> None:
     _choice(c, "train.compute_dtype", COMPUTE_DTYPES)
 
 
-_FIELD_PREFIX = re.compile(r"^(noise\.[a-z_]+):? (.*)$", re.S)
+_FIELD_PREFIX = re.compile(r"^((?:noise|diagnostics)\.[a-z_]+):? (.*)$", re.S)
+
+
+def _config_error(err: ValueError, section: str) -> ConfigError:
+    """A library ValueError whose message starts with the field ("noise.x: ..." or
+    "diagnostics.x must ...") as a ConfigError naming that field."""
+    if isinstance(err, ConfigError):
+        return err
+    msg = str(err)
+    match = _FIELD_PREFIX.match(msg)
+    field, problem = (match.group(1), match.group(2)) if match else (section, msg)
+    problem, _, allowed = problem.partition("; known: ")
+    return ConfigError(field, problem, allowed or None)
 
 
 def _noise_fields(c) -> None:
     try:
         make_noise_spec(noise_config(c))
-    except ConfigError:
-        raise
     except ValueError as e:
-        msg = str(e)
-        match = _FIELD_PREFIX.match(msg)
-        field, problem = (match.group(1), match.group(2)) if match else ("noise", msg)
-        problem, _, allowed = problem.partition("; known: ")
-        raise ConfigError(field, problem, allowed or None) from None
+        raise _config_error(e, "noise") from None
 
 
 def _model_fields(c):
@@ -193,7 +204,7 @@ def _model_fields(c):
 
 def _eval_fields(c) -> None:
     _int(c, "eval.num_samples", 1)
-    _int(c, "eval.digits_num_samples", 2)
+    _int(c, "eval.quality_num_samples", 2)
     for field in ("eval.fid_stats", "eval.inception_weights"):
         path = _get(c, field)
         if not isinstance(path, str):
@@ -230,6 +241,11 @@ def validate_config(config, num_devices: int) -> None:
     validate_sampling(config.sampling, learn_sigma=model.learn_sigma, channels=config.data.channels)
     _eval_fields(config)
     _int(config, "mesh.min_fsdp_size", 1)
+    _int(config, "diagnose_every_steps", 0, allowed="an integer >= 0 (0 = off)")
+    try:
+        resolve_settings(config.get("diagnostics"))
+    except ValueError as e:
+        raise _config_error(e, "diagnostics") from None
     try:
         resolve_mesh_shape(config.mesh.shape, config.mesh.axes, num_devices)
     except ValueError as e:
