@@ -80,8 +80,10 @@ class Study:
     name: str
     question: str
     grids: dict  # scale -> Grid
-    conclude: Callable[[dict, list[dict]], str]  # (summary table, curve rows) -> conclusion
-    plot: Callable[[dict, list[dict], str], list[str]] | None = None  # (table, curves, out)
+    # (summary table, curve rows, grid) -> conclusion text; the headline metric is
+    # grid.metrics[0]
+    conclude: Callable[[dict, list[dict], Grid], str]
+    plot: Callable[[dict, list[dict], str, Grid], list[str]] | None = None  # (..., out, grid)
     lower_is_better: bool = True
 
 
@@ -273,7 +275,7 @@ def write_outputs(study: Study, scale: str, out: str) -> dict:
     curve_cols = ["study", "cell", "seed", "step", "wall_s", "metric", "value"]
     _write_csv(os.path.join(out, "curves.csv"), curve_cols, curves)
     table = summarise(rows, grid.metrics)
-    plots = study.plot(table, curves, out) if study.plot and rows else []
+    plots = study.plot(table, curves, out, grid) if study.plot and rows else []
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(summary_markdown(study, scale, grid, table, curves, plots))
     return table
@@ -308,7 +310,7 @@ def summary_markdown(study: Study, scale: str, grid: Grid, table: dict, curves, 
         vals = [fmt(entry[m], 4) for m in grid.metrics]
         vals += [fmt(entry["steps"], 0), fmt(entry["wall_s"], 1)]
         lines.append(f"| {cell.name} | {n} | " + " | ".join(vals) + " |")
-    conclusion = study.conclude(table, curves) if table else "No finished runs."
+    conclusion = study.conclude(table, curves, grid) if table else "No finished runs."
     lines += ["", "## Conclusion", "", conclusion, ""]
     lines += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
     return "\n".join(lines) + "\n"

@@ -45,13 +45,13 @@ def _grid(config, names, seeds, flags, metrics, extra=()) -> common.Grid:
     return common.Grid(cells, tuple(seeds), tuple(flags), tuple(metrics))
 
 
-def conclude(table: dict, curves: list[dict]) -> str:
-    metric = "eval/digits_fd"
+def conclude(table: dict, curves: list[dict], grid: common.Grid) -> str:
+    metric = grid.metrics[0]
     cells = [f"sampler={n}" for n in SAMPLERS]
     best, ties = common.best_cell(table, metric, cells)
     if best is None:
         return "No finished runs."
-    lines = [f"- lowest final digits_fd: {best[8:]} ({common.fmt(table[best][metric])})"
+    lines = [f"- lowest final {metric}: {best[8:]} ({common.fmt(table[best][metric])})"
              + (f"; within 2 SE: {', '.join(t[8:] for t in ties)}" if ties else "")]  # fmt: skip
     base = table.get("sampler=uniform")
     for name in SAMPLERS:
@@ -62,20 +62,20 @@ def conclude(table: dict, curves: list[dict]) -> str:
                 "differs" if common.differs(entry[metric], base[metric]) else "does not differ"
             )
             lines.append(
-                f"- {name}: digits_fd {common.fmt(entry[metric])} vs uniform "
+                f"- {name}: {metric} {common.fmt(entry[metric])} vs uniform "
                 f"{common.fmt(base[metric])} ({verdict} beyond 2 SE); training wall-clock "
                 f"{cost:+.0%} vs uniform"
             )
     return "\n".join(lines)
 
 
-def plot(table: dict, curves: list[dict], out: str) -> list[str]:
-    cells = [f"sampler={n}" for n in SAMPLERS]
+def plot(table: dict, curves: list[dict], out: str, grid: common.Grid) -> list[str]:
+    cells, metric = [f"sampler={n}" for n in SAMPLERS], grid.metrics[0]
     return [
-        common.plot_curves(curves, "eval/digits_fd", os.path.join(out, "fd_vs_steps.png"),
-                           cells=cells, title="digits_fd vs steps"),
-        common.plot_curves(curves, "eval/digits_fd", os.path.join(out, "fd_vs_wallclock.png"),
-                           cells=cells, x="wall_s", title="digits_fd vs training wall-clock"),
+        common.plot_curves(curves, grid.metrics[0], os.path.join(out, "fd_vs_steps.png"),
+                           cells=cells, title=f"{grid.metrics[0]} vs steps"),
+        common.plot_curves(curves, grid.metrics[0], os.path.join(out, "fd_vs_wallclock.png"),
+                           cells=cells, x="wall_s", title=f"{metric} vs training wall-clock"),
     ]  # fmt: skip
 
 

@@ -20,7 +20,6 @@ STUDY_NAME = "chen_input_scaling"
 CONFIG = "configs/photo_crops.py"
 METRICS = ("eval/photo_crops_swd", "eval/photo_crops_fd", "eval/photo_crops_accuracy",
            "eval/photo_crops_swd_real")  # fmt: skip
-HEADLINE = METRICS[0]
 
 
 def _cells(sizes, scales, schedules, variant="") -> tuple:
@@ -50,7 +49,7 @@ def _parse(name: str) -> dict:
     return out
 
 
-def best_scales(table: dict) -> dict:
+def best_scales(table: dict, metric: str) -> dict:
     """(size, schedule) -> (best b, its (mean, se, n), [b within 2 SE of it])."""
     groups: dict = {}
     for name in table:
@@ -58,18 +57,18 @@ def best_scales(table: dict) -> dict:
         groups.setdefault((p["size"], p.get("schedule", "")), []).append(name)
     out = {}
     for key, names in groups.items():
-        best, ties = common.best_cell(table, HEADLINE, names)
+        best, ties = common.best_cell(table, metric, names)
         if best is not None:
-            out[key] = (_parse(best)["b"], table[best][HEADLINE], [_parse(t)["b"] for t in ties])
+            out[key] = (_parse(best)["b"], table[best][metric], [_parse(t)["b"] for t in ties])
     return out
 
 
-def conclude(table: dict, curves: list[dict]) -> str:
-    best = best_scales(table)
+def conclude(table: dict, curves: list[dict], grid: common.Grid) -> str:
+    best = best_scales(table, grid.metrics[0])
     lines = []
     for (size, schedule), (b, entry, ties) in sorted(best.items()):
         lines.append(
-            f"- {schedule}, {size} px: best b = {b} (SWD {common.fmt(entry, 2)})"
+            f"- {schedule}, {size} px: best b = {b} ({grid.metrics[0]} {common.fmt(entry, 2)})"
             + (f"; not distinguishable at 2 SE from b = {', '.join(map(str, ties))}"
                if ties else "; better than every other b beyond 2 SE")
         )  # fmt: skip
@@ -87,7 +86,7 @@ def conclude(table: dict, curves: list[dict]) -> str:
     return "\n".join(lines) or "No finished runs."
 
 
-def plot(table: dict, curves: list[dict], out: str) -> list[str]:
+def plot(table: dict, curves: list[dict], out: str, grid: common.Grid) -> list[str]:
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -95,7 +94,7 @@ def plot(table: dict, curves: list[dict], out: str) -> list[str]:
 
     parsed = {name: _parse(name) for name in table}
     paths = []
-    for metric in (HEADLINE, "eval/photo_crops_fd"):
+    for metric in grid.metrics[:2]:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
         for key in sorted({(p["size"], p.get("schedule", "")) for p in parsed.values()}):
             group = [n for n, p in parsed.items() if (p["size"], p.get("schedule", "")) == key]

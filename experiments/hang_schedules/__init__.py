@@ -47,13 +47,13 @@ def _grid(config, rows, seeds, flags, metrics) -> common.Grid:
     return common.Grid(cells, tuple(seeds), tuple(flags), tuple(metrics))
 
 
-def conclude(table: dict, curves: list[dict]) -> str:
-    metric = "eval/digits_fd"
+def conclude(table: dict, curves: list[dict], grid: common.Grid) -> str:
+    metric = grid.metrics[0]
     rows = [f"row={r}" for r in ROWS]
     best, ties = common.best_cell(table, metric, rows)
     if best is None:
         return "No finished runs."
-    lines = [f"- lowest final digits_fd: {best[4:]} ({common.fmt(table[best][metric])})"
+    lines = [f"- lowest final {metric}: {best[4:]} ({common.fmt(table[best][metric])})"
              + (f"; within 2 SE: {', '.join(t[4:] for t in ties)}" if ties else "")]  # fmt: skip
     for a, b, what in (("laplace", "cosine", "Laplace vs cosine (paper: Laplace better)"),
                        ("laplace", "laplace_by_weight",
@@ -70,12 +70,12 @@ def conclude(table: dict, curves: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(table: dict, curves: list[dict], out: str) -> list[str]:
+def plot(table: dict, curves: list[dict], out: str, grid: common.Grid) -> list[str]:
     rows = [f"row={r}" for r in ROWS]
     return [
-        common.plot_curves(curves, "eval/digits_fd", os.path.join(out, "fd_vs_steps.png"),
-                           cells=rows, title="digits_fd vs steps (mean ± SE over seeds)"),
-        common.plot_bars(table, "eval/digits_fd", os.path.join(out, "final_fd.png"),
+        common.plot_curves(curves, grid.metrics[0], os.path.join(out, "fd_vs_steps.png"),
+                           cells=rows, title=f"{grid.metrics[0]} vs steps (mean ± SE over seeds)"),
+        common.plot_bars(table, grid.metrics[0], os.path.join(out, "final_fd.png"),
                          [r for r in rows if r in table]),
     ]  # fmt: skip
 

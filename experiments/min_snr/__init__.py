@@ -54,7 +54,7 @@ def steps_to_reach(curves: list[dict], cell: str, metric: str, threshold: float)
     return math.inf
 
 
-def speedups(table: dict, curves: list[dict], metric: str = "eval/digits_fd") -> dict:
+def speedups(table: dict, curves: list[dict], metric: str) -> dict:
     """target -> (steps of its baseline, steps of min_snr5, speed-up) to the baseline's final
     mean metric."""
     out = {}
@@ -72,8 +72,8 @@ def speedups(table: dict, curves: list[dict], metric: str = "eval/digits_fd") ->
     return out
 
 
-def conclude(table: dict, curves: list[dict]) -> str:
-    metric = "eval/digits_fd"
+def conclude(table: dict, curves: list[dict], grid: common.Grid) -> str:
+    metric = grid.metrics[0]
     lines = []
     for target in TARGETS:
         cells = [f"target={target},weighting={w[0]}" for w in WEIGHTINGS]
@@ -81,30 +81,28 @@ def conclude(table: dict, curves: list[dict]) -> str:
         if best is None:
             continue
         lines.append(
-            f"- target {target}: lowest final digits_fd with weighting "
+            f"- target {target}: lowest final {metric} with weighting "
             f"{best.split('weighting=')[1]} ({common.fmt(table[best][metric])})"
             + (f"; not distinguishable (2 SE) from {', '.join(c.split('=')[-1] for c in ties)}"
                if ties else "; better than every other weighting beyond 2 SE")
         )  # fmt: skip
-    for target, (a, b, s) in speedups(table, curves).items():
+    for target, (a, b, s) in speedups(table, curves, metric).items():
         lines.append(
-            f"- target {target}: min_snr (γ=5) reaches the baseline's final digits_fd at step "
+            f"- target {target}: min_snr (γ=5) reaches the baseline's final {metric} at step "
             f"{b:g} vs {a:g} for the baseline: speed-up {s:.2f}× (paper: 3.4×)"
         )
     return "\n".join(lines) or "No finished runs."
 
 
-def plot(table: dict, curves: list[dict], out: str) -> list[str]:
+def plot(table: dict, curves: list[dict], out: str, grid: common.Grid) -> list[str]:
     paths = []
     for target in TARGETS:
         cells = [f"target={target},weighting={w[0]}" for w in WEIGHTINGS]
         paths.append(common.plot_curves(
-            curves, "eval/digits_fd", os.path.join(out, f"curves_{target}.png"), cells=cells,
-            title=f"digits_fd vs steps, target {target}"))  # fmt: skip
+            curves, grid.metrics[0], os.path.join(out, f"curves_{target}.png"), cells=cells,
+            title=f"{grid.metrics[0]} vs steps, target {target}"))  # fmt: skip
     cells = [c.name for c in STUDY.grids["cpu"].cells if c.name in table] or list(table)
-    paths.append(
-        common.plot_bars(table, "eval/digits_fd", os.path.join(out, "final_fd.png"), cells)
-    )
+    paths.append(common.plot_bars(table, grid.metrics[0], os.path.join(out, "final_fd.png"), cells))
     return paths
 
 
