@@ -4,9 +4,8 @@ A checkpoint ``<dir>/<step>/`` is an Orbax composite of
 - ``state``: the :class:`TrainState` as a nested dict (params, EMA, optimizer, sampler, RNG);
 - ``data``: the Grain iterator state of every host (optional);
 - ``config``: the resolved config as JSON;
-- ``integrity``: a fingerprint of every array of ``state`` (two 32-bit sums of a mixed hash
-  of each element's bits and its index: exact integer arithmetic, so independent of sharding
-  and reduction order), verified after every restore;
+- ``integrity``: a fingerprint of every array of ``state`` (:mod:`jaxdiff.training.integrity`;
+  independent of the sharding), verified after every restore;
 - ``loop``: the loop's in-progress logging window (optional), so a resumed run logs the
   rows an uninterrupted one would.
 
@@ -33,13 +32,13 @@ from typing import Any
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
 from jaxdiff.errors import ConfigError, RunError
+from jaxdiff.training.integrity import fingerprints, path_str
 
 log = logging.getLogger(__name__)
 
@@ -65,73 +64,6 @@ def _grain_args():
     import grain.checkpoint as gc
 
     return gc.CheckpointSave, gc.CheckpointRestore
-
-
-# --- fingerprints -------------------------------------------------------------------------
-
-
-def _as_uint32(x: jax.Array) -> jax.Array:
-    """The bits of every element of ``x`` as a flat uint32 vector (8-byte types: two words)."""
-    x = jnp.ravel(x)
-    if x.dtype == jnp.bool_:
-        return x.astype(jnp.uint32)
-    size = jnp.dtype(x.dtype).itemsize
-    if size == 8:
-        return jnp.ravel(jax.lax.bitcast_convert_type(x, jnp.uint32))
-    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[size]
-    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
-
-
-def _mix(h: jax.Array) -> jax.Array:
-    """A 32-bit avalanche mix (murmur3's finaliser)."""
-    h = h ^ (h >> 16)
-    h = h * jnp.uint32(0x85EBCA6B)
-    h = h ^ (h >> 13)
-    h = h * jnp.uint32(0xC2B2AE35)
-    return h ^ (h >> 16)
-
-
-def _leaf_digest(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(two uint32 lanes, all-finite flag) of one array: Σ mix(bits ⊕ mix(i)) mod 2³², etc."""
-    u = _as_uint32(x)
-    i = jnp.arange(u.shape[0], dtype=jnp.uint32)
-    a = jnp.sum(_mix(u ^ _mix(i + jnp.uint32(0x9E3779B9))), dtype=jnp.uint32)
-    b = jnp.sum(_mix(u + jnp.uint32(0x632BE5AB) * (i + jnp.uint32(1))), dtype=jnp.uint32)
-    finite = jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else True
-    return a, b, jnp.asarray(finite)
-
-
-_leaf_digest_jit = jax.jit(_leaf_digest)
-
-
-def path_str(path) -> str:
-    """A tree key path as ``params/blocks_0/mlp/kernel``."""
-    return "/".join(
-        str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path
-    )  # compiled once per (shape, dtype, sharding)
-
-
-def _host(x) -> np.ndarray:
-    """A replicated scalar as numpy (works for arrays spanning several hosts)."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        x = x.addressable_data(0)
-    return np.asarray(x)
-
-
-def fingerprints(tree) -> tuple[dict[str, str], list[str]]:
-    """``({key path: 16 hex digits}, [paths of arrays holding a non-finite value])``.
-
-    Computed on the device(s), one small jitted reduction per array; the arrays stay put.
-    """
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    digests = [_leaf_digest_jit(jnp.asarray(x)) for _, x in flat]
-    out, bad = {}, []
-    for (path, _), (a, b, finite) in zip(flat, digests, strict=True):
-        key = path_str(path)
-        out[key] = f"{int(_host(a)):08x}{int(_host(b)):08x}"
-        if not bool(_host(finite)):
-            bad.append(key)
-    return out, bad
 
 
 # --- errors -------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ class _StopSignal:
     def _handle(self, signum, frame):
         del frame
         self.received = signal.Signals(signum).name
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))  # a second one: at once
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -120,6 +121,11 @@ def _fold(w: dict, m: dict, step) -> dict:
 
 _first_step = jax.jit(lambda m, step: _fold(_empty_window(m, step.astype(jnp.int32)), m, step))
 _next_step = jax.jit(_fold)
+
+
+def _fold_step(window, metrics, step):
+    """The window with one more step (a new window if ``window`` is None); on the device."""
+    return _first_step(metrics, step) if window is None else _next_step(window, metrics, step)
 
 
 def _window_to_json(w) -> dict | None:
@@ -279,12 +285,7 @@ class _Run:
                 if not c.model.class_conditional:
                     local["label"] = np.full_like(local["label"], exp.num_classes)
                 state, metrics = exp.train_step(state, global_batch(local, exp.mesh), exp.root_rng)
-                fold = _first_step if window is None else _next_step
-                window = (
-                    fold(metrics, state.step)
-                    if window is None
-                    else fold(window, metrics, state.step)
-                )
+                window = _fold_step(window, metrics, state.step)
                 step += 1
                 self.flush()  # the previous log step's row: its step is done or nearly
                 for h in hooks:
