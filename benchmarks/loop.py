@@ -8,15 +8,17 @@ checkpoints every ``checkpoint_every_steps`` (fingerprinted, checked finite), th
 polls and the progress bar; sampling and evaluation are off (they are work, not overhead).
 A short run first compiles everything (XLA's persistent cache, in a temporary directory,
 then serves the step to each timed run). Each timed run trains ``total`` steps (a multiple
-of the checkpoint interval, so it ends on a regular checkpoint) and is timed from its
-``warm``-th step to the return of ``train`` (the last checkpoint written). The bare step is
-the same jitted ``train_step`` on one fixed device batch over the same number of steps,
-ended by ``block_until_ready``. Setups:
+of the checkpoint interval, so it ends on a regular checkpoint) and is timed from the fetch
+of an early metrics row (step ``start`` finished on the device, the next step dispatched) to
+the return of ``train`` (every step computed, the last checkpoint written): the host runs
+ahead of the device, so timing from a host-side step count would be wrong. The bare step is
+the same jitted ``train_step`` on one fixed device batch, timed the same way (from step k
+done, k + 1 dispatched, to ``block_until_ready`` after the last). Setups:
 
 - ``digits``: the embedded default (``configs/digits.py``: DiT-S/4, depth 6, 16 px, batch 64;
-  log every 50, checkpoint every 250), steps 10..250;
+  log every 50, checkpoint every 250), steps 51..250;
 - ``dit``: DiT-S/2 on the digits at 32×32×3 (batch 8; log every 5, checkpoint every 20),
-  steps 4..40.
+  steps 11..40.
 
 Each is run ``--repeats`` times alternating bare / loop; the best of each is reported.
 Appends the table to benchmarks/RESULTS.md.
@@ -42,7 +44,7 @@ from jaxdiff.training import experiment, loop, sharding  # noqa: E402
 def _digits_config():
     c = digits.get_config()
     c.sample_every_steps = c.eval_every_steps = 0
-    return c, 10, 250  # config, warm-up steps, total steps
+    return c, 50, 250  # config, timed from the row of this step, total steps
 
 
 def _dit_config():
@@ -51,14 +53,15 @@ def _dit_config():
     c.sampling.batch_size = c.sampling.num_grid = 8
     c.sample_every_steps = c.eval_every_steps = 0
     c.log_every_steps, c.checkpoint_every_steps = 5, 20
-    return c, 4, 40
+    return c, 10, 40
 
 
 SETUPS = {"digits": _digits_config, "dit": _dit_config}
 
 
 def bare_steps_per_s(config, steps: int) -> float:
-    """The jitted step alone, on one fixed batch, after two warm-up steps."""
+    """The jitted step alone on one fixed batch: timed from the moment step k is done (step
+    k + 1 already dispatched, as in the loop) until ``steps`` steps later are done."""
     exp = experiment.build_experiment(config)
     state = exp.init_state()
     it = data_lib.make_iterator(config.data, split="train", seed=config.seed)
@@ -66,32 +69,38 @@ def bare_steps_per_s(config, steps: int) -> float:
     for _ in range(2):
         state, m = exp.train_step(state, batch, exp.root_rng)
     jax.block_until_ready((state, m))
+    state, done = exp.train_step(state, batch, exp.root_rng)
+    state, m = exp.train_step(state, batch, exp.root_rng)
+    jax.block_until_ready(done)
     t = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(steps - 1):
         state, m = exp.train_step(state, batch, exp.root_rng)
     jax.block_until_ready((state, m))
     return steps / (time.perf_counter() - t)
 
 
-def loop_steps_per_s(config, warm: int, total: int) -> float:
-    """``loop.train`` for ``total`` steps in a fresh work dir, timed from the start of step
-    ``warm`` + 1 to its return."""
-    stamps = []
-    real = loop.global_batch
+def loop_steps_per_s(config, start: int, total: int) -> float:
+    """``loop.train`` for ``total`` steps in a fresh work dir, timed from the moment the metrics
+    row of step ``start`` has been fetched (step ``start`` done, the next one dispatched) to
+    the return of ``train``."""
+    rows = {}
+    real = loop._Run.flush
 
-    def timed(local, mesh):
-        stamps.append(time.perf_counter())
-        return real(local, mesh)
+    def timed(run):
+        step = run.pending[0] if run.pending is not None else None
+        real(run)
+        if step is not None:
+            rows[step] = time.perf_counter()
 
     config.total_steps = total
-    loop.global_batch = timed
+    loop._Run.flush = timed
     try:
         with tempfile.TemporaryDirectory() as wd:
             loop.train(config, wd)
             end = time.perf_counter()
     finally:
-        loop.global_batch = real
-    return (total - warm) / (end - stamps[warm])
+        loop._Run.flush = real
+    return (total - start) / (end - rows[start])
 
 
 def compile_once(config) -> None:
@@ -113,30 +122,37 @@ def main():
     p.add_argument("--setups", default="digits,dit")
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
-    rows = []
+    rows, all_runs = [], []
     for name in args.setups.split(","):
-        config, warm, total = SETUPS[name]()
-        steps, config.total_steps = total - warm, total  # one step HLO (the lr schedule) for all
+        config, start, total = SETUPS[name]()
+        steps, config.total_steps = total - start, total  # one step HLO (the lr schedule) for all
         compile_once(config)
         bare, real = [], []
         for _ in range(args.repeats):
             bare.append(bare_steps_per_s(config, steps))
-            real.append(loop_steps_per_s(config, warm, total))
+            real.append(loop_steps_per_s(config, start, total))
             print(f"{name}: bare {bare[-1]:.3f} steps/s, loop {real[-1]:.3f} steps/s", flush=True)
+        all_runs.append((name, bare, real))
         c = config
         rows.append([name, c.model.name, c.data.batch_size, c.log_every_steps,
                      c.checkpoint_every_steps, steps, max(bare), max(real),
                      max(real) / max(bare)])  # fmt: skip
     table = markdown_table(HEADER, rows)
     print(table)
+    runs = "; ".join(
+        f"{name}: bare {', '.join(f'{x:.3g}' for x in b)} / loop {', '.join(f'{x:.3g}' for x in r)}"
+        for name, b, r in all_runs
+    )
     append_results(
         "Training loop vs bare train step",
         table,
-        f"Best of {args.repeats} alternating runs each. Loop: `loop.train` (data loading, "
+        f"All runs (steps/s): {runs}. Best of {args.repeats} alternating runs each. "
+        "Loop: `loop.train` (data loading, "
         "logging window fetched one step late, async fingerprinted checkpoints, stop polls, "
-        "progress bar; no sampling or evaluation), timed over `steps` steps after a short "
-        "warm-up to the return of train (its last checkpoint written; compilation excluded). "
-        "Bare: the jitted train_step on one fixed batch. `python benchmarks/loop.py`.",
+        "progress bar; no sampling or evaluation), timed over the last `steps` steps, from "
+        "the fetch of an early metrics row to the return of train (its last checkpoint "
+        "written); compilation excluded. Bare: the jitted train_step on one fixed batch, "
+        "timed the same way. `python benchmarks/loop.py`.",
     )
 
 

@@ -73,7 +73,7 @@ def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-3000:]
     assert "checkpoint saved" in out and "Run the same command again to resume" in out
-    assert "Finished" not in out
+    assert "Finished at step" not in out
     steps = [int(s) for s in os.listdir(os.path.join(wd, "checkpoints")) if s.isdigit()]
     assert len(steps) == 1 and steps[0] >= 1
     exp = experiment.build_experiment(tiny(total_steps=100000))

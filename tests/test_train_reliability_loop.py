@@ -178,7 +178,7 @@ def test_lock_quiet_console_and_sigterm_resume_hint(tmp_path):
         out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     assert "checkpoint saved at step" in out and "Run the same command again to resume" in out
-    assert "Finished" not in out
+    assert "Finished at step" not in out
     noise = [
         line for line in err.splitlines()
         if line.strip() and not line.lstrip("\r").startswith("train:")
@@ -212,3 +212,18 @@ def test_sample_and_evaluate_outputs_are_named_by_settings(tmp_path):
     assert row["step"] == 2 and isinstance(row["eval/digits_fd"], float)
     assert row["settings"]["mode"] == "evaluate" and row["settings"]["tag"] == "ddim3_cfg1.5"
     assert row["settings"]["num_samples"] == 8 and row["settings"]["guidance_scale"] == 1.5
+
+
+def test_the_loop_reads_the_device_only_at_log_and_checkpoint_steps(tmp_path, monkeypatch):
+    """12 steps, a row every 6, one checkpoint: two window reads (the old loop read every step)."""
+    reads = []
+    real = jax.device_get
+
+    def counting(x):
+        reads.append(1)
+        return real(x)
+
+    monkeypatch.setattr(jax, "device_get", counting)
+    c = tiny(total_steps=12, log_every_steps=6, checkpoint_every_steps=12)
+    assert loop.train(c, str(tmp_path / "run"), devices=DEV)["step"] == 12
+    assert len(reads) == 2, len(reads)

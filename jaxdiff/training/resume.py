@@ -192,7 +192,8 @@ def _candidates(ckpt: Checkpointer, config, steps: list[int]) -> tuple[list[int]
         if again:  # a rerun of the command that already went back to ``wanted``
             print(
                 f"restore_step={wanted} was applied before (checkpoints {_list(newer)} came "
-                f"after it); resuming from the newest",
+                f"after it); resuming from the newest (to go back to {wanted} again, move the "
+                f"newer ones out of {ckpt.directory})",
                 flush=True,
             )
             return steps[::-1], []
