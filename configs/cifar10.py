@@ -1,4 +1,4 @@
-"""RIN on CIFAR-10 (Jabri, Fleet & Chen 2022, official pix2seq recipe; REFERENCES.md).
+"""RIN on CIFAR-10 (Jabri, Fleet & Chen 2022, official google-research/pix2seq recipe).
 
 Unconditional (the reported FID 1.81 is), sigmoid(−3, 3, τ = 0.9) schedule, LAMB 3e-3,
 batch 256, 150K steps, DDPM sampling with a cosine inference schedule (400 steps).
@@ -29,7 +29,4 @@ def get_config(arg=None):
     c.noise.schedule_params.tau = 0.9
     c.train.label_dropout = 0.0
     c.sampling.steps = 400
-    apply_variant(c, v)
-    if v.get("tiny"):
-        make_tiny(c, "RIN-cifar10-tiny", image_size=16)
-    return c
+    return apply_variant(c, v, lambda c: make_tiny(c, "RIN-cifar10-tiny", image_size=16))

@@ -1,12 +1,23 @@
 """The embedded default: a small DiT on scikit-learn's handwritten digits (no download).
 
-A few minutes on a 2-core CPU. Variants:
-  ``:tiny``            seconds, for tests and smoke runs;
+A few minutes on a 2-core CPU. Variants (the common keys of every config):
+  ``:tiny``            seconds, for tests and smoke runs (8 px);
   ``:size=32``         resolution sweep (8/16/32/64 px; the digits are resized);
-  ``:model=DiT-S/2``   any registry model (widths then come from the registry).
+  ``:model=DiT-S/2``   any registry model (widths then come from the registry);
+  ``:schedule=``, ``:scale=``, ``:target=``, ``:weighting=``, ``:steps=``, ``:batch=``.
 """
 
-from jaxdiff.training.config import base_config, parse_variant
+from jaxdiff.training.config import apply_variant, base_config, make_tiny, parse_variant
+
+
+def _tiny(c):
+    make_tiny(c, "DiT-tiny/2", image_size=8, overrides=dict(depth=1, hidden_size=32, num_heads=2))
+    c.total_steps = 6
+    c.checkpoint_every_steps = 3
+    c.sample_every_steps = 6
+    c.data.batch_size = 16
+    c.sampling.num_grid = 16
+    c.sampling.batch_size = 16
 
 
 def get_config(arg=None):
@@ -18,7 +29,7 @@ def get_config(arg=None):
     c.sample_every_steps = 500
     c.eval_every_steps = 500
     c.data.name = "digits"
-    c.data.image_size = int(v.get("size", 16))
+    c.data.image_size = 16
     c.data.channels = 1
     c.data.num_classes = 10
     c.data.batch_size = 64
@@ -40,24 +51,5 @@ def get_config(arg=None):
     c.sampling.steps = 50
     c.sampling.num_grid = 100
     c.sampling.batch_size = 100
-    c.eval.digits_num_samples = 500
-    if "model" in v:
-        c.model.name = v["model"]
-        c.model.overrides = {}
-    if v.get("tiny"):
-        c.total_steps = 6
-        c.log_every_steps = 1
-        c.checkpoint_every_steps = 3
-        c.sample_every_steps = 6
-        c.eval_every_steps = 0
-        c.data.image_size = int(v.get("size", 8))
-        c.data.batch_size = 16
-        c.model.name = "DiT-tiny/2"
-        c.model.overrides = dict(depth=1, hidden_size=32, num_heads=2)
-        c.optim.warmup_steps = 0
-        c.optim.decay = "constant"
-        c.sampling.steps = 4
-        c.sampling.num_grid = 16
-        c.sampling.batch_size = 16
-        c.eval.digits_num_samples = 64
-    return c
+    c.eval.quality_num_samples = 500
+    return apply_variant(c, v, _tiny)

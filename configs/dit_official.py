@@ -17,13 +17,19 @@ The protocol of the official ``sample_ddp.py``:
   (``VIRTUAL_imagenet256_labeled.npz``, its ``mu``/``sigma``) with the FID Inception port.
 
 Variants: ``:512`` (DiT-XL/2 512×512, 64×64 latents), ``:cfg=S``, ``:all_channels``,
-``:steps=N`` (respaced to N steps), ``:tiny`` (a tiny learned-σ DiT for tests).
+``:sample_steps=N`` (respaced to N steps), ``:tiny`` (a tiny learned-σ DiT for tests), and
+the common keys of every config (``:steps=`` is the number of training steps).
 The network here is DiT-XL/2 with a learned σ and the official timestep conditioning; a
 converted checkpoint in ``init_from`` brings its own architecture (checked against ``data``).
 Training with this config fine-tunes the mean (our continuous-time loss); the σ head is kept.
+It reads SD-VAE latents of ImageNet written by ``python -m jaxdiff.encode`` (see
+docs/data.md): ``data.name = "latents"``, ``--config.data.data_dir=OUT`` (the encoder's
+``--out``, 32×32×4 latents of 256 px images; 64×64×4 for ``:512``).
 """
 
-from jaxdiff.training.config import base_config, make_tiny, parse_variant
+from jaxdiff.training.config import apply_variant, base_config, flag, make_tiny, parse_variant
+
+VARIANTS = {"512": flag, "cfg": float, "all_channels": flag, "sample_steps": int}
 
 
 def _official_model(c, name: str) -> None:
@@ -31,11 +37,18 @@ def _official_model(c, name: str) -> None:
     c.model.overrides = {"learn_sigma": True, "conditioning": "ddpm_linear"}
 
 
+def _tiny(c, v):
+    make_tiny(c, "DiT-tiny/2", image_size=8)
+    _official_model(c, "DiT-tiny/2")
+    c.data.num_classes = 10
+    c.sampling.steps = int(v.get("sample_steps", 4))
+
+
 def get_config(arg=None):
-    v = parse_variant(arg)
+    v = parse_variant(arg, VARIANTS)
     c = base_config()
     c.init_from = ""  # the converted official checkpoint: --config.init_from=DIR
-    c.data.name = "imagenet256_latents"
+    c.data.name = "latents"  # the jaxdiff.encode output: --config.data.data_dir=OUT
     c.data.kind = "latent"
     c.data.image_size = 64 if v.get("512") else 32
     c.data.channels = 4
@@ -48,7 +61,7 @@ def get_config(arg=None):
     c.noise.weighting = "snr"  # unweighted ε-MSE, the DiT L_simple (for fine-tuning)
     c.sampling.method = "ddpm"
     c.sampling.schedule = "ddpm_linear"
-    c.sampling.steps = int(v.get("steps", 250))
+    c.sampling.steps = int(v.get("sample_steps", 250))
     c.sampling.variance = "learned"
     c.sampling.clip_x0 = False
     c.sampling.guidance_scale = float(v.get("cfg", 1.5))
@@ -56,9 +69,4 @@ def get_config(arg=None):
     c.sampling.batch_size = 64
     c.sampling.num_grid = 64
     c.eval.num_samples = 50_000
-    if v.get("tiny"):
-        make_tiny(c, "DiT-tiny/2", image_size=8)
-        _official_model(c, "DiT-tiny/2")
-        c.data.num_classes = 10
-        c.sampling.steps = int(v.get("steps", 4))
-    return c
+    return apply_variant(c, v, lambda c: _tiny(c, v))

@@ -3,7 +3,7 @@
 500K iterations, batch 256, Laplace schedule (μ = 0, b = 0.5), v-prediction (their headline
 table), AdamW 1e-4, EMA 0.9999, label dropout 0.1; DDIM 50 steps, CFG 1.5 / 2.0 / 3.0, FID on
 10K samples. Latents are pre-encoded (32×32×4) and read from
-``data.data_dir`` (the output of ``python -m jaxdiff.data.encode``; or a TFDS dataset named by
+``data.data_dir`` (the output of ``python -m jaxdiff.encode``; or a TFDS dataset named by
 ``data.tfds_name``); ``data.latent_scale`` = 0.18215 (SD-VAE); ``data.vae`` decodes samples.
 Variants: ``:tiny``, ``:schedule=cosine`` (their baseline), ``:target=eps``, ``:weighting=min_snr``.
 """
@@ -16,7 +16,7 @@ def get_config(arg=None):
     v = parse_variant(arg)
     c = long_run(500_000, keep_every=100_000)
     c.data.name = "latents"
-    # Latents written by `python -m jaxdiff.data.encode --out=DIR`: pass --config.data.data_dir=DIR
+    # Latents written by `python -m jaxdiff.encode --out=DIR`: pass --config.data.data_dir=DIR
     # (or set data.tfds_name to read a TFDS latent dataset instead).
     c.data.latent_scale = 0.18215
     c.data.vae = ""  # a diffusers-layout sd-vae-ft-ema/mse dir (or converted) to decode samples
@@ -38,7 +38,4 @@ def get_config(arg=None):
     c.sampling.steps = 50
     c.sampling.clip_x0 = False
     c.eval.num_samples = 10_000
-    apply_variant(c, v)
-    if v.get("tiny"):
-        make_tiny(c, "DiT-tiny/2", image_size=8)
-    return c
+    return apply_variant(c, v, lambda c: make_tiny(c, "DiT-tiny/2", image_size=8))

@@ -1,26 +1,15 @@
 """RIN on ImageNet 256×256 with input scaling (Chen 2023, arXiv 2301.10972).
 
 Model: RIN-imagenet256 (6 blocks × depth 4, 256 latents × 1024, interface 512, patch 8):
-our best reading of the paper, not a released config (REFERENCES.md). Chen 2023 Algorithm 2:
+our best reading of the paper, not a released config. Chen 2023 Algorithm 2:
 x_t = sqrt(γ)·b·x0 + sqrt(1−γ)·ε divided by its std, ε-prediction, with the noisier optimum
 at higher resolution. Chen's per-resolution b was not recoverable: the default b = 0.5 is a
 starting point to sweep with `:scale=B` (e.g. 1.0, 0.7, 0.5, 0.35). Optimiser and sampling
 follow the ImageNet-64 recipe. Variants: `:tiny`, `:scale=B`, `:schedule=NAME`.
 """
 
-from jaxdiff.training.config import apply_variant, make_tiny, parse_variant
-from jaxdiff.training.recipes import imagenet_data, long_run, rin_recipe
+from jaxdiff.training.recipes import chen_imagenet_rin
 
 
 def get_config(arg=None):
-    v = parse_variant(arg)
-    c = long_run(150_000)
-    imagenet_data(c, "imagenet2012", image_size=256, batch=1024)
-    c.model.name = "RIN-imagenet256"
-    rin_recipe(c, lr=2e-3)
-    c.noise.schedule = "linear"
-    c.noise.input_scale = 0.5
-    apply_variant(c, v)
-    if v.get("tiny"):
-        make_tiny(c, "RIN-imagenet256-tiny", image_size=32)
-    return c
+    return chen_imagenet_rin(arg, image_size=256)

@@ -23,7 +23,4 @@ def get_config(arg=None):
     c.sampling.method = "ddpm"
     c.sampling.schedule = "cosine"
     c.sampling.steps = 250
-    apply_variant(c, v)
-    if v.get("tiny"):
-        make_tiny(c, "DiT-tiny/2", image_size=16)
-    return c
+    return apply_variant(c, v, lambda c: make_tiny(c, "DiT-tiny/2", image_size=16))

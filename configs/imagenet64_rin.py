@@ -1,4 +1,4 @@
-"""RIN on ImageNet 64×64 (official pix2seq recipe as in Chen 2023; REFERENCES.md).
+"""RIN on ImageNet 64×64 (official pix2seq recipe as in Chen 2023).
 
 Linear γ schedule, b = 1, ε-prediction, LAMB 2e-3, batch 1024, 150K steps, latent
 self-conditioning 0.9, DDPM sampling with a cosine inference schedule. Variants: ``:tiny``,
@@ -17,7 +17,4 @@ def get_config(arg=None):
     rin_recipe(c, lr=2e-3)
     c.noise.schedule = "linear"
     c.noise.input_scale = 1.0
-    apply_variant(c, v)
-    if v.get("tiny"):
-        make_tiny(c, "RIN-imagenet64-tiny", image_size=16)
-    return c
+    return apply_variant(c, v, lambda c: make_tiny(c, "RIN-imagenet64-tiny", image_size=16))

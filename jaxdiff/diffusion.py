@@ -31,6 +31,8 @@ NOISE_FIELDS = {
     "weight_mode": "sample",
     "timesteps": "uniform",
     "timesteps_params": {},
+    "learned_weighting": "none",
+    "learned_weighting_params": {},
 }
 
 
@@ -40,7 +42,9 @@ class NoiseSpec:
 
     schedule: the training schedule (unscaled); input_scale: Chen's b; normalize_input:
     divide x_t by its std; target: one of noise.TARGETS; weighting: a noise.Weighting;
-    weight_mode: "sample" (w(λ)) or "density" (w(λ)/p(λ)); timestep_sampler: draws λ.
+    weight_mode: "sample" (w(λ)) or "density" (w(λ)/p(λ)); timestep_sampler: draws λ;
+    learned_weighting: None or EDM2's uncertainty u(λ) (`noise.learned_weighting`), whose
+    parameters the train state holds.
     """
 
     schedule: noise.Schedule
@@ -50,6 +54,7 @@ class NoiseSpec:
     weighting: noise.Weighting
     weight_mode: str
     timestep_sampler: Any
+    learned_weighting: Any = None
 
     @property
     def effective_schedule(self) -> noise.Schedule:
@@ -125,6 +130,10 @@ def make_noise_spec(noise_config: Any) -> NoiseSpec:
         )
     except ValueError as err:
         raise _field_error("timesteps_params", err) from None
+    learned = noise.learned_weighting.get_learned_weighting(  # errors name the field
+        c["learned_weighting"],
+        **_as_dict("learned_weighting_params", c["learned_weighting_params"]),
+    )
     return NoiseSpec(
         schedule=schedule,
         input_scale=float(scale),
@@ -133,15 +142,28 @@ def make_noise_spec(noise_config: Any) -> NoiseSpec:
         weighting=weighting,
         weight_mode=weight_mode,
         timestep_sampler=sampler,
+        learned_weighting=learned,
     )
 
 
 def loss_weight(spec: NoiseSpec, lam: jax.Array, lam_eff: jax.Array) -> jax.Array:
     """Per-example loss weight from the weighting: w(λ_eff) in `spec.target` space, divided by
-    the training schedule's p(λ) in "density" mode (so the objective is ∫ w·MSE dλ)."""
+    the training schedule's p(λ) in "density" mode, so the objective is ∫_lo^hi w·MSE dλ over
+    the schedule's open range (lo, hi) = `spec.schedule.logsnr_range`.
+
+    In "density" mode a λ at a clip point (an atom of the schedule, e.g. the 3.2% of Cauchy
+    draws at ±20) gets weight 0: a point has no λ-width, so it carries no part of the integral,
+    and w/p(λ) there would weight the atom's whole tail mass as if it were density (×1260 for
+    Cauchy at 20); w/(atom mass) would instead add a point term w(±20)·MSE(±20) whose size
+    depends on the schedule and whose weight explodes for tiny atoms (1e−13 for lognormal).
+    λ where p(λ) = 0 (outside a bounded schedule's range) also gets 0.
+    """
     w = spec.weighting(lam_eff, spec.target)
     if spec.weight_mode == "density":
-        w = w / spec.schedule.density(lam)
+        lo, hi = spec.schedule.logsnr_range
+        p = spec.schedule.density(lam)
+        inside = (lam > lo) & (lam < hi) & (p > 0)
+        w = jnp.where(inside, w / jnp.where(inside, p, 1.0), 0.0)
     return w
 
 
@@ -151,21 +173,25 @@ def diffusion_loss(
     key: jax.Array,
     spec: NoiseSpec,
     sampler_state: Any = None,
+    weighting_params: Any = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Weighted denoising loss of one batch; returns (loss, aux).
 
-    x0: (B, H, W, C). λ ~ spec.timestep_sampler (per-example factor s_i), ε ~ N(0, I),
-    x_t = corrupt(x0, ε, λ, scale=b, normalize), prediction = denoise_fn(x_t, λ_eff) with
-    λ_eff = λ + 2·log b of shape (B,); per-example loss = mean over non-batch dims of
-    (prediction − target)² × loss_weight × s_i; loss = its batch mean.
-    aux: "loss_per_example", "lam" (λ_eff, (B,)), "weight" (total per-example weight),
-    "mse" (unweighted per-example MSE).
+    x0: (B, H, W, C). λ ~ spec.timestep_sampler (``draw``: per-example factor s_i, which
+    may read x0), ε ~ N(0, I), x_t = corrupt(x0, ε, λ, scale=b, normalize), prediction =
+    denoise_fn(x_t, λ_eff) with λ_eff = λ + 2·log b of shape (B,); per-example loss ℓ_i =
+    mean over non-batch dims of (prediction − target)² × loss_weight × s_i. With a learned
+    weighting (EDM2's uncertainty u, parameters ``weighting_params``) example i contributes
+    ℓ_i·e^{−u(λ_eff)} + u(λ_eff); loss = the batch mean.
+    aux: "loss_per_example" (ℓ, before u), "lam" (λ_eff, (B,)), "weight" (total per-example
+    weight), "mse" (unweighted per-example MSE), "sampler_lam" (the sampler's unscaled λ) and
+    "sampler_info" (its per-example draw information, for a stateful sampler's update).
     """
     batch = x0.shape[0]
     k_t, k_eps = jax.random.split(key)
     sampler = spec.timestep_sampler
-    state = sampler.init_state() if sampler_state is None else sampler_state
-    lam, sample_weight = sampler.sample(k_t, batch, state)
+    state = {} if sampler_state is None else sampler_state
+    lam, sample_weight, info = sampler.draw(k_t, batch, state, x0)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
     x_t = noise.corrupt(x0, eps, lam, scale=spec.input_scale, normalize=spec.normalize_input)
     lam_eff = noise.effective_logsnr(lam, spec.input_scale)
@@ -174,5 +200,15 @@ def diffusion_loss(
     mse = jnp.mean(jnp.square(pred - target), axis=tuple(range(1, x0.ndim)))
     weight = (loss_weight(spec, lam, lam_eff) * sample_weight).astype(mse.dtype)
     per_example = mse * weight
-    aux = {"loss_per_example": per_example, "lam": lam_eff, "weight": weight, "mse": mse}
-    return jnp.mean(per_example), aux
+    total = per_example
+    if spec.learned_weighting is not None:
+        total = spec.learned_weighting.loss(weighting_params, lam_eff, per_example)
+    aux = {
+        "loss_per_example": per_example,
+        "lam": lam_eff,
+        "weight": weight,
+        "mse": mse,
+        "sampler_lam": lam,
+        "sampler_info": info,
+    }
+    return jnp.mean(total), aux

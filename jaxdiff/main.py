@@ -1,54 +1,244 @@
 """Command-line entry: ``python -m jaxdiff.main --config=configs/X.py[:variant] --workdir=DIR``.
 
-``--mode=train`` (default, resumes from DIR), ``--mode=sample`` or ``--mode=evaluate``.
-Multi-host runs (TPU pods, SLURM, Kubernetes) are joined through ``jax.distributed``.
+``--mode=train`` (default, resumes from DIR), ``sample`` or ``evaluate``. Multi-host runs (TPU
+pods, SLURM, Kubernetes) are joined through ``jax.distributed``. A bad config value or flag
+prints one line, ``config error: <field>: <problem>; allowed: <values>``, and exits with
+status 2 before anything is compiled; a run that cannot proceed safely prints
+``error: <message>`` and exits with 1 (``--verbosity=1`` adds the traceback).
 """
 
 from __future__ import annotations
 
+import ast
+import glob
 import os
+import sys
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# jaxdiff runs no TensorFlow math (TF only reads TFDS data); this also silences its notice.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", None, "Config file (configs/X.py[:variant]).", lock_config=True
-)
-flags.DEFINE_string("workdir", None, "Work directory (checkpoints, metrics, samples).")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "evaluate"], "What to run.")
-flags.DEFINE_integer("num_samples", None, "sample/evaluate: number of samples.")
-flags.DEFINE_string("fid_stats", None, "evaluate: reference statistics .npz (mu, sigma).")
-flags.DEFINE_string("inception_weights", None, "evaluate: pytorch-fid Inception weights file.")
-flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
-flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
-flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
-flags.mark_flags_as_required(["config", "workdir"])
+from jaxdiff.errors import ConfigError, RunError  # noqa: E402
+
+MODES = ("train", "sample", "evaluate")
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The fields every config has (drivers and tools override them by these names).
+MAIN_FIELDS = """\
+  seed, total_steps, log_every_steps, checkpoint_every_steps, keep_checkpoints,
+  sample_every_steps, eval_every_steps, init_from, on_nonfinite
+  data.name, data.image_size, data.channels, data.batch_size (global), data.num_classes,
+  data.data_dir
+  model.name (see jaxdiff.models.list_models()), model.overrides.<field>
+  noise.schedule, noise.schedule_params.<p>, noise.input_scale, noise.normalize_input,
+  noise.target, noise.weighting, noise.weighting_params.<p>, noise.weight_mode,
+  noise.timesteps, noise.timesteps_params.<p>
+  optim.name, optim.lr, optim.warmup_steps, optim.decay, optim.grad_clip, optim.weight_decay
+  ema.decays; train.label_dropout, train.compute_dtype; mesh.shape
+  sampling.method, sampling.steps, sampling.schedule, sampling.guidance_scale
+  eval.num_samples, eval.fid_stats, eval.inception_weights"""
 
 
-def main(argv):
-    del argv
+def define_flags(argv: list[str]) -> flags.FlagValues:
+    """The command's flags on a fresh ``FlagValues`` (so the CLI can be run in-process)."""
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file (configs/X.py[:variant]).", flag_values=fv,
+        lock_config=True, sys_argv=argv,
+    )  # fmt: skip
+    f = dict(flag_values=fv)
+    flags.DEFINE_string("workdir", None, "Work directory (checkpoints, metrics, samples).", **f)
+    flags.DEFINE_enum("mode", "train", list(MODES), "What to run.", **f)
+    flags.DEFINE_integer("num_samples", None, "sample/evaluate: number of samples.", **f)
+    flags.DEFINE_string("fid_stats", None, "evaluate: reference statistics .npz (mu, sigma).", **f)
+    flags.DEFINE_string("inception_weights", None, "evaluate: pytorch-fid Inception weights.", **f)
+    flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.", **f)
+    flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.", **f)
+    flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.", **f)
+    flags.DEFINE_integer("verbosity", 0, "1 or more: tracebacks for errors, INFO logs.", **f)
+    return fv
+
+
+def _configs() -> list[tuple[str, str]]:
+    """(path, first docstring line) of every shipped config."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(_REPO, "configs", "*.py"))):
+        with open(path) as fh:
+            doc = ast.get_docstring(ast.parse(fh.read())) or ""
+        out.append((os.path.relpath(path, _REPO), doc.splitlines()[0] if doc else ""))
+    return out
+
+
+def help_text() -> str:
+    """What ``--help`` prints: usage, modes, configs, the main fields and the flags."""
+    configs = "\n".join(f"  {p:34s}{doc[:66]}" for p, doc in _configs())
+    return f"""\
+usage: python -m jaxdiff.main --config=configs/X.py[:variant] --workdir=DIR [--mode=MODE]
+                              [--config.a.b=value ...]
+
+Trains (resuming from DIR), samples or evaluates a diffusion model. Run it again to resume.
+
+modes (--mode):   {", ".join(MODES)} (train is the default)
+
+configs (--config; each has :tiny and the variants tiny, model=, schedule=, scale=,
+target=, weighting=, steps=, batch=, size=, e.g. configs/digits.py:tiny,schedule=laplace):
+{configs}
+
+main fields (override any with --config.<field>=value):
+{MAIN_FIELDS}
+
+flags:
+  --workdir=DIR            checkpoints/, metrics.jsonl, TensorBoard events, samples/
+  --num_samples=N          sample/evaluate: how many samples
+  --fid_stats=REF.npz      evaluate: reference statistics (mu, sigma) for FID
+  --inception_weights=PTH  evaluate: pytorch-fid Inception weights
+  --coordinator_address, --num_processes, --process_id   multi-host (jax.distributed)
+  --verbosity=1            show tracebacks and INFO logs
+"""
+
+
+def _missing_field(config, path: str) -> ConfigError:
+    """The error for ``--config.<path>`` naming the first component that does not exist."""
+    node, done = config, []
+    for part in path.split("."):
+        keys = sorted(node.keys()) if hasattr(node, "keys") else []
+        if part not in keys:
+            where = ".".join(done) or "config"
+            return ConfigError(".".join([*done, part]), f"no such field in {where}", keys)
+        node, done = node[part], [*done, part]
+    return ConfigError(path, "cannot be overridden")
+
+
+def _load_config_only(argv: list[str]):
+    """The config of ``argv``'s ``--config`` alone (no overrides), or None."""
+    only = [argv[0], *(a for a in argv[1:] if a.startswith("--config="))]
+    fv = define_flags(only)
+    try:
+        fv(only)
+        return fv.config if fv.config is not None and fv.config.keys() else None
+    except Exception:  # noqa: BLE001 - the original error is reported instead
+        return None
+
+
+def _flag_error(err: Exception, fv: flags.FlagValues, argv: list[str]) -> ConfigError:
+    """A ConfigError for a flag-parsing failure (bad flag, bad override, bad variant)."""
+    cause = err
+    while cause is not None:
+        if isinstance(cause, ConfigError):
+            return cause
+        cause = cause.__context__
+    text = str(err).strip().splitlines()[0]
+    if isinstance(err, OSError) or "Failed loading config file" in str(err):
+        configs = [p for p, _ in _configs()]
+        value = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
+        return ConfigError("--config", f"cannot load {value!r}", configs)
+    if text.startswith("flag --"):  # IllegalFlagValueError: flag --x=v: problem
+        name, _, problem = text[len("flag --") :].partition(": ")
+        return ConfigError(name.split("=", 1)[0].removeprefix("config."), problem)
+    config = _load_config_only(argv)
+    for arg in argv:  # an override of a field that does not exist
+        if arg.startswith("--config.") and config is not None:
+            path = arg[len("--config.") :].split("=", 1)[0]
+            try:
+                node = config
+                for part in path.split("."):
+                    node = node[part]
+            except (KeyError, AttributeError, TypeError):
+                return _missing_field(config, path)
+    return ConfigError("flags", text)
+
+
+def parse(argv: list[str]):
+    """(flag values, None) or (None, ConfigError) for ``argv``."""
+    fv = define_flags(argv)
+    try:
+        fv(argv)
+        fv.config.keys()  # a config file that failed to load raises only when first read
+    except (flags.Error, AttributeError, KeyError, OSError, ValueError) as err:
+        return None, _flag_error(err, fv, argv)
+    if fv.config is None:
+        return None, ConfigError("--config", "required", [p for p, _ in _configs()])
+    if not fv.workdir:
+        return None, ConfigError("--workdir", "required", "a directory (created if missing)")
+    if os.path.exists(fv.workdir) and not os.path.isdir(fv.workdir):
+        return None, ConfigError("--workdir", f"{fv.workdir!r} is a file", "a directory")
+    return fv, None
+
+
+def _check_workdir(workdir: str) -> None:
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("--workdir", f"cannot create {workdir!r} ({e.strerror})") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise ConfigError("--workdir", f"{workdir!r} is not writable", "a writable directory")
+
+
+def run(fv) -> object:
+    """Validates the config and runs the mode (imports JAX only now)."""
     from jaxdiff.distributed import init_distributed
     from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS
-    from jaxdiff.training import runner
 
-    # XLA:CPU flags that speed up the DiT train step on CPUs (benchmarks/RESULTS.md). XLA
-    # reads them when the backend starts, i.e. after this point; other backends ignore them.
+    # XLA:CPU flags that speed up the DiT train step (benchmarks/RESULTS.md); they configure
+    # only XLA's CPU compiler, read when the backend starts, i.e. after this point.
     if "xla_cpu_experimental_ynn_fusion_type" not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
+    import jax
 
-    init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    runner.run(
-        FLAGS.config,
-        FLAGS.workdir,
-        mode=FLAGS.mode,
-        num_samples=FLAGS.num_samples,
-        fid_stats=FLAGS.fid_stats,
-        inception_weights=FLAGS.inception_weights,
+    from jaxdiff.training import runner
+    from jaxdiff.training.validate import importance_warning, validate_config
+
+    init_distributed(fv.coordinator_address, fv.num_processes, fv.process_id)
+    validate_config(fv.config, num_devices=jax.device_count())
+    warning = importance_warning(fv.config)
+    if warning and jax.process_index() == 0:
+        print(warning, file=sys.stderr, flush=True)
+    _check_workdir(fv.workdir)
+    return runner.run(
+        fv.config,
+        fv.workdir,
+        mode=fv.mode,
+        num_samples=fv.num_samples,
+        fid_stats=fv.fid_stats,
+        inception_weights=fv.inception_weights,
     )
 
 
+def cli(argv: list[str]) -> int:
+    """Runs the command for ``argv`` (``argv[0]`` is the program); returns the exit status."""
+    if any(a in ("--help", "-h", "--helpfull", "-help") for a in argv[1:]):
+        print(help_text())
+        return 0
+    fv, err = parse(argv)
+    verbose = fv is not None and fv.verbosity > 0
+    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.WARNING)
+    try:
+        if err is not None:
+            raise err
+        run(fv)
+    except ConfigError as e:
+        if verbose:
+            traceback.print_exc()
+        print(f"config error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except RunError as e:
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main() -> None:
+    sys.exit(cli(sys.argv))
+
+
 if __name__ == "__main__":
-    app.run(main)
+    main()

@@ -3,14 +3,17 @@
 import glob
 import importlib.util
 import os
+import re
 
 import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from jaxdiff import noise
 from jaxdiff.training import config as config_lib
 from jaxdiff.training import loop
+from jaxdiff.training.validate import validate_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
@@ -35,7 +38,7 @@ def test_configs_exist():
 @pytest.mark.parametrize("variant", [None, "tiny"])
 def test_config_validates(path, variant):
     c = load(path, variant)
-    config_lib.validate_config(c, num_devices=8)
+    validate_config(c, num_devices=8)
     for field in (
         "seed",
         "total_steps",
@@ -79,6 +82,9 @@ def test_variants_and_overrides():
     assert (c.model.name, c.noise.schedule, c.noise.input_scale) == ("DiT-L/4", "laplace", 0.7)
     d = load(os.path.join(REPO, "configs", "digits.py"), "size=32")
     assert d.data.image_size == 32
+    # the issue's example: every key applies (it used to train cosine at scale 1.0)
+    d = load(os.path.join(REPO, "configs", "digits.py"), "tiny,schedule=laplace,scale=0.5")
+    assert (d.noise.schedule, d.noise.input_scale, d.total_steps) == ("laplace", 0.5, 6)
     # Schedule parameters are typed placeholders, overridable by name.
     d.noise.schedule_params.b = 0.75
     assert config_lib.noise_config(d)["schedule_params"] == {"b": 0.75}
@@ -96,3 +102,87 @@ def test_tiny_rin_configs_train_on_mock_data(tmp_path, name):
         out = loop.train(c, str(tmp_path / "run"), devices=jax.devices()[:2])
     assert out["step"] == 2 and np.isfinite(out["metrics"]["train/loss"])
     assert any(f.endswith(".png") for f in os.listdir(out["samples"]))
+
+
+# Every common variant key, a value, and where it must land in the resolved config.
+VARIANT_VALUES = {
+    "model": ("DiT-S/4", lambda c: (c.model.name, dict(c.model.overrides)) == ("DiT-S/4", {})),
+    "schedule": ("laplace", lambda c: c.noise.schedule == "laplace"
+                 and config_lib.noise_config(c)["schedule_params"] == {}),
+    "scale": ("0.35", lambda c: c.noise.input_scale == 0.35),
+    "target": ("x0", lambda c: c.noise.target == "x0"),
+    "weighting": ("min_snr", lambda c: c.noise.weighting == "min_snr"),
+    "steps": ("123", lambda c: c.total_steps == 123),
+    "batch": ("24", lambda c: c.data.batch_size == 24),
+    "size": ("48", lambda c: c.data.image_size == 48),
+}  # fmt: skip
+
+
+def test_every_common_key_is_covered():
+    assert set(VARIANT_VALUES) | {"tiny"} == set(config_lib.COMMON_VARIANTS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+@pytest.mark.parametrize("key", sorted(VARIANT_VALUES))
+@pytest.mark.parametrize("tiny", [False, True])
+def test_variant_key_lands_in_the_resolved_config(path, key, tiny):
+    value, check = VARIANT_VALUES[key]
+    c = load(path, f"tiny,{key}={value}" if tiny else f"{key}={value}")
+    assert check(c), (key, value)
+    if tiny:
+        small = load(path, "tiny")
+        assert c.data.batch_size <= 24 and (key == "steps" or c.total_steps == small.total_steps)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+@pytest.mark.parametrize("bad", ["tyni", "shedule=laplace", "scale=-1", "steps=many", "size="])
+def test_misspelt_or_bad_variant_is_refused(path, bad):
+    with pytest.raises(ValueError, match="variant"):
+        load(path, bad)
+
+
+def test_dit_official_extra_variants():
+    path = os.path.join(REPO, "configs", "dit_official.py")
+    c = load(path, "512,cfg=4.0,all_channels,sample_steps=100,steps=7")
+    assert (c.data.image_size, c.sampling.guidance_scale, c.sampling.steps) == (64, 4.0, 100)
+    assert c.sampling.guidance_channels is None and c.total_steps == 7
+    with pytest.raises(ValueError, match="variant"):  # not a key of the other configs
+        load(os.path.join(REPO, "configs", "digits.py"), "cfg=2")
+
+
+def _allowed(error: str) -> list[str]:
+    """The names after "allowed: [...]" in a registry's unknown-parameter error."""
+    if "allowed:" not in error:  # a registry entry without parameters
+        return []
+    return re.findall(r"'([a-z_0-9<>]+)'", error.split("allowed:")[-1])
+
+
+def test_locked_config_has_a_placeholder_for_every_registered_parameter():
+    """Every schedule, weighting, timestep sampler and learned weighting parameter can be set
+    on the locked config (--config.noise.<x>_params.<name>=...)."""
+    c = config_lib.base_config()
+    cosine = noise.get_schedule("cosine")
+    for name in noise.list_schedules():
+        with pytest.raises(ValueError) as err:
+            noise.get_schedule(name, zzz=1.0)
+        assert set(_allowed(str(err.value))) <= set(c.noise.schedule_params), name
+    for name in noise.list_weightings():
+        with pytest.raises(ValueError) as err:
+            noise.get_weighting(name, zzz=1.0)
+        assert set(_allowed(str(err.value))) <= set(c.noise.weighting_params), name
+    for name in noise.list_timestep_samplers():
+        with pytest.raises(ValueError) as err:
+            noise.get_timestep_sampler(name, cosine, zzz=1.0)
+        allowed = set(_allowed(str(err.value))) - {"proposal_params", "proposal_<name>"}
+        assert allowed <= set(c.noise.timesteps_params), name
+    with pytest.raises(ValueError) as err:
+        noise.learned_weighting.get_learned_weighting("uncertainty", zzz=1)
+    assert set(_allowed(str(err.value))) <= set(c.noise.learned_weighting_params)
+    # each sampler's name works on the locked config with its parameters unset
+    for name in noise.list_timestep_samplers():
+        d = load(os.path.join(REPO, "configs", "digits.py"), "tiny")
+        d.lock()
+        d.noise.timesteps = name
+        if name == "importance":
+            d.noise.timesteps_params.proposal = "laplace"
+        validate_config(d, num_devices=1)

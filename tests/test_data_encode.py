@@ -1,4 +1,4 @@
-"""jaxdiff.data.encode: a tiny image folder encoded by a tiny random VAE, interrupted and
+"""jaxdiff.encode: a tiny image folder encoded by a tiny random VAE, interrupted and
 resumed, split over 2 simulated processes, run through the CLI, and read back as latents."""
 
 import os
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdiff.data import encode, latent_format, make_iterator, make_source, sources
+from jaxdiff import encode
+from jaxdiff.data import latent_format, make_iterator, make_source, sources
 from jaxdiff.models import vae as vae_lib
 
 _N, _CHUNK, _BATCH = 13, 3, 2  # 5 chunks, the last one short; batches padded
@@ -105,7 +106,7 @@ def test_cli_with_saved_vae(setup, tmp_path):
         f"    return ml_collections.ConfigDict(dict(data={_data_config(root)!r}))\n"
     )
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "jaxdiff.data.encode", f"--config={config}", f"--vae={vae_dir}"]
+    cmd = [sys.executable, "-m", "jaxdiff.encode", f"--config={config}", f"--vae={vae_dir}"]
     cmd += [f"--out={out}", "--batch_size=4", "--chunk_size=5", "--split=train"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -174,4 +175,4 @@ def test_posterior_records_and_errors(tmp_path):
     with pytest.raises(ValueError, match="bytes"):
         latent_format.unpack_record(packed[:-1], (2, 2, 4))
     with pytest.raises(ValueError, match="process_index"):
-        encode.host_chunks(5, 2, 2)
+        latent_format.host_chunks(5, 2, 2)

@@ -69,7 +69,7 @@ def test_make_noise_spec_from_config_dict_and_dict():
             {"weight_mode": "both"},
             r"noise.weight_mode: unknown 'both'; known: \['sample', 'density'\]",
         ),
-        ({"timesteps": "adaptive"}, r"noise.timesteps: unknown 'adaptive'; known: \["),
+        ({"timesteps": "learned"}, r"noise.timesteps: unknown 'learned'; known: \["),
         ({"timesteps": "importance"}, "noise.timesteps_params: .*'proposal'"),
         ({"schedule_params": 3}, "noise.schedule_params must be a dict"),
         ({"typo": 1}, r"noise: unknown field\(s\) \['typo'\]"),
@@ -151,7 +151,9 @@ def test_loss_equals_hand_computation(overrides):
     np.testing.assert_allclose(aux["weight"], w * s_w, rtol=1e-4)
     np.testing.assert_allclose(aux["loss_per_example"], per_example, rtol=1e-4)
     np.testing.assert_allclose(loss, per_example.mean(), rtol=1e-4)
-    assert all(v.shape == (6,) for k, v in aux.items())
+    np.testing.assert_allclose(aux["sampler_lam"], lam, rtol=1e-5, atol=1e-5)  # unscaled λ
+    assert aux["sampler_info"] == {}  # a stateless sampler draws nothing else
+    assert all(v.shape == (6,) for k, v in aux.items() if k != "sampler_info")
 
 
 def test_jit_compiles_once_across_calls():

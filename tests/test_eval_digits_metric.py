@@ -5,7 +5,7 @@ import pytest
 import scipy.ndimage
 
 from jaxdiff.data.digits import load_digits
-from jaxdiff.evaluation import digits_metric
+from jaxdiff.evaluation import classifier_metric, digits_metric, fid
 
 SIZE, CHANNELS = 16, 1
 
@@ -62,10 +62,12 @@ def test_cached_classifier_reloads_identically(metric, cache_dir, real, monkeypa
     def no_training(*args, **kwargs):
         raise AssertionError("the cached classifier should have been loaded")
 
-    monkeypatch.setattr(digits_metric, "_train_classifier", no_training)
-    again = digits_metric.DigitsMetric.create(SIZE, CHANNELS, str(cache_dir))
     images, labels = real
-    assert again.score(images, labels) == metric.score(images, labels)
+    first = metric.score(images, labels)  # computes (or reads) and caches the real floor
+    monkeypatch.setattr(digits_metric, "_train_classifier", no_training)
+    monkeypatch.setattr(classifier_metric.ClassifierMetric, "_compute_floor", no_training)
+    again = digits_metric.DigitsMetric.create(SIZE, CHANNELS, str(cache_dir))
+    assert again.score(images, labels) == first
     assert again.test_accuracy == metric.test_accuracy
     np.testing.assert_array_equal(again.ref_sigma, metric.ref_sigma)
 
@@ -89,3 +91,38 @@ def test_training_is_deterministic(monkeypatch):
     for name in ("conv0", "hidden", "head"):
         np.testing.assert_array_equal(first[name]["kernel"], second[name]["kernel"])
         assert not np.array_equal(first[name]["kernel"], other[name]["kernel"])
+
+
+def test_real_floor_is_the_mean_over_balanced_real_draws(metric, real):
+    images, labels = real
+    n = len(images)
+    result = metric.score(images, labels)
+    floor = metric.real_floor(n)
+    assert result["fd_real"] == floor["fd"] and result["accuracy_real"] == floor["accuracy"]
+    assert set(metric.score(images)) == {"fd", "fd_real"}  # no labels: no accuracy either
+    train_x, train_y = load_digits(SIZE, CHANNELS, split="train")
+    fds, accuracies = [], []
+    for d in range(classifier_metric.FLOOR_DRAWS):
+        rng = np.random.default_rng((classifier_metric._FLOOR_SEED, d))
+        idx = classifier_metric.balanced_draw(train_y, n, rng)
+        np.testing.assert_array_equal(np.sort(train_y[idx]), np.sort(np.arange(n) % 10))
+        assert len(set(idx.tolist())) == n
+        features, logits = metric.features_and_logits(train_x[idx])
+        mu, sigma = fid.compute_statistics(features)
+        fds.append(fid.frechet_distance(mu, sigma, metric.ref_mu, metric.ref_sigma))
+        accuracies.append(np.mean(np.argmax(logits, axis=1) == train_y[idx]))
+    assert floor["fd"] == pytest.approx(np.mean(fds), rel=1e-9)
+    assert floor["fd_sd"] == pytest.approx(np.std(fds), rel=1e-6)
+    assert floor["accuracy"] == pytest.approx(np.mean(accuracies))
+    noise = np.random.default_rng(0).uniform(-1, 1, images.shape).astype(np.float32)
+    assert 0 < floor["fd"] < 0.1 * metric.score(noise)["fd"]
+    assert floor["accuracy"] > 0.95
+
+
+def test_balanced_draw():
+    labels = np.repeat(np.arange(3), [5, 2, 4])
+    idx = classifier_metric.balanced_draw(labels, 7, np.random.default_rng(0))
+    np.testing.assert_array_equal(labels[idx], np.arange(7) % 3)
+    assert len(set(idx.tolist())) == 7
+    many = classifier_metric.balanced_draw(labels, 12, np.random.default_rng(0))
+    np.testing.assert_array_equal(labels[many], np.arange(12) % 3)  # class 1 with replacement

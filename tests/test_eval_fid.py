@@ -156,7 +156,7 @@ def test_distance_cli_prints_fid_last(tmp_path, capsys):
     a, b = rng.uniform(0.5, 2, 5), rng.uniform(0.5, 2, 5)
     fid.save_stats(tmp_path / "a.npz", mu1, np.diag(a))
     fid.save_stats(tmp_path / "b.npz", mu2, np.diag(b))
-    fid.main(["distance", str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])
+    assert fid.cli(["fid", "distance", str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert float(last) == pytest.approx(_closed_form_commuting(mu1, a, mu2, b), abs=1e-6)
 

@@ -135,7 +135,7 @@ def test_bilinear_resize_matches_torch_interpolate():
 def test_converted_npz_round_trip(setup, tmp_path):
     _, path, extractor = setup
     out = tmp_path / "inception.npz"
-    inception_convert.main([str(path), str(out)])
+    assert inception_convert.cli(["convert", str(path), str(out)]) == 0
     params = inception_convert.load_params(out)
     flat_a = inception_convert.traverse_util.flatten_dict(params)
     flat_b = inception_convert.traverse_util.flatten_dict(extractor.params)
@@ -185,8 +185,9 @@ def test_stats_cli_on_pth_weights(setup, tmp_path):
     images = _images(seed=3, size=SIZES[0])
     np.savez(tmp_path / "images.npz", images=images)
     out = tmp_path / "stats.npz"
-    fid.main(
+    status = fid.cli(
         [
+            "fid",
             "stats",
             "--weights",
             str(path),
@@ -198,6 +199,7 @@ def test_stats_cli_on_pth_weights(setup, tmp_path):
             str(BATCH),
         ]
     )
+    assert status == 0
     mu, sigma = fid.load_stats(out)
     ref = _reference_features(reference, images).astype(np.float64)
     np.testing.assert_allclose(mu, ref.mean(0), rtol=0, atol=1e-4 * np.abs(ref).max())

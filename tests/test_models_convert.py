@@ -19,7 +19,7 @@ from diffusers import DiTTransformer2DModel
 from diffusers.models.embeddings import get_2d_sincos_pos_embed
 
 from jaxdiff.models import conditioning
-from jaxdiff.models.convert import load_converted, load_official_dit, main
+from jaxdiff.models.convert import cli, load_converted, load_official_dit
 
 DEPTH, HIDDEN, HEADS, PATCH, SIZE, CH, CLASSES = 2, 64, 4, 2, 16, 4, 10
 
@@ -176,7 +176,8 @@ def test_cli_writes_orbax_checkpoint(checkpoint, tmp_path):
     sd, path = checkpoint
     plain = tmp_path / "plain.pt"  # a bare state dict, as the released DiT-XL-2-*.pt files
     torch.save(sd, plain)
-    main(["--dit", str(plain), "--out", str(tmp_path / "conv"), "--num-heads", str(HEADS)])
+    argv = ["convert", "--dit", str(plain), "--out", str(tmp_path / "conv"), f"--num_heads={HEADS}"]
+    assert cli(argv) == 0
     model, variables = load_converted(tmp_path / "conv")
     ref_model, ref_vars = load_official_dit(path, num_heads=HEADS)
     assert model == ref_model

@@ -5,12 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff.models import (
-    get_model,
-    rin_initial_latents,
-    rin_sampling_apply,
-    rin_self_conditioned_apply,
-)
+from configs import digits
+from jaxdiff.models import get_model
+from jaxdiff.sampling import sample
+from jaxdiff.training import generate
+from jaxdiff.training.experiment import build_experiment
 
 TINY = dict(
     image_size=8,
@@ -83,7 +82,7 @@ def test_previous_latents_change_the_prediction(rin):
     model, variables, (x, cond, y) = rin
     apply = jax.jit(model.apply)
     out0, lat0 = apply(variables, x, cond, y, None)
-    out_zero, _ = apply(variables, x, cond, y, rin_initial_latents(model, x.shape[0]))
+    out_zero, _ = apply(variables, x, cond, y, model.initial_carry(x.shape[0]))
     np.testing.assert_array_equal(out0, out_zero)  # None means zero latents
     out1, _ = apply(variables, x, cond, y, lat0)
     assert float(jnp.abs(out1 - out0).max()) > 1e-4
@@ -91,17 +90,19 @@ def test_previous_latents_change_the_prediction(rin):
 
 def test_self_conditioning_rate_endpoints_and_mixture(rin):
     model, variables, (x, cond, y) = rin
-    sc = jax.jit(rin_self_conditioned_apply, static_argnums=(0,), static_argnames=("train",))
+    sc = jax.jit(model.train_apply, static_argnames=("train", "self_cond_rate"))
     key = jax.random.key(5)
     apply = jax.jit(model.apply)
     plain, lat0 = apply(variables, x, cond, y, None)
     full, _ = apply(variables, x, cond, y, lat0)
-    out_r0, _ = sc(model, variables, x, cond, y, key, rate=0.0, train=False)
-    out_r1, _ = sc(model, variables, x, cond, y, key, rate=1.0, train=False)
+    out_r0 = sc(variables, x, cond, y, key, train=True, self_cond_rate=0.0)
+    out_r1 = sc(variables, x, cond, y, key, train=True, self_cond_rate=1.0)
     np.testing.assert_allclose(out_r0, plain, atol=1e-6)
     np.testing.assert_allclose(out_r1, full, atol=1e-6)
+    # not training: no self-conditioning, whatever the rate
+    np.testing.assert_allclose(sc(variables, x, cond, y, key, train=False), plain, atol=1e-6)
     # rate 0.5: every example is one of the two, both kinds occur (fixed key)
-    out_half, _ = sc(model, variables, x, cond, y, key, rate=0.5, train=False)
+    out_half = sc(variables, x, cond, y, key, train=True, self_cond_rate=0.5)
     err_plain = jnp.abs(out_half - plain).max(axis=(1, 2, 3))
     err_full = jnp.abs(out_half - full).max(axis=(1, 2, 3))
     assert bool(jnp.all(jnp.minimum(err_plain, err_full) < 1e-6))
@@ -114,7 +115,7 @@ def test_self_conditioning_gradient_stops_at_first_pass(rin):
     _, lat0 = jax.jit(model.apply)(variables, x, cond, y)
 
     def loss_sc(v):
-        out, _ = rin_self_conditioned_apply(model, v, x, cond, y, key, rate=1.0, train=False)
+        out = model.train_apply(v, x, cond, y, key, train=True, self_cond_rate=1.0)
         return jnp.mean(out**2)
 
     def loss_fixed(v):  # the first pass's latents as a constant
@@ -134,12 +135,9 @@ def test_train_step_with_dropout_is_deterministic_and_compiles_once(rin):
     @jax.jit
     def step(v, x, key):
         traces.append(1)
-        k_sc, k_drop = jax.random.split(key)
 
         def loss(v):
-            out, _ = rin_self_conditioned_apply(
-                model, v, x, cond, y, k_sc, rate=0.9, train=True, rngs={"dropout": k_drop}
-            )
+            out = model.train_apply(v, x, cond, y, key, train=True, self_cond_rate=0.9)
             return jnp.mean((out - x) ** 2)
 
         return jax.value_and_grad(loss)(v)
@@ -164,22 +162,35 @@ def test_train_step_with_dropout_is_deterministic_and_compiles_once(rin):
     )
 
 
-def test_sampling_carries_latents(rin):
-    model, variables, (x, cond, y) = rin
+def test_sampling_carries_latents(tmp_path):
+    """The trainer's real sampling path feeds each step's latents into the next evaluation:
+    it equals a hand-written denoiser that carries them, and differs from one that drops
+    them (so the test fails if the latents were not fed back)."""
+    c = digits.get_config("tiny")
+    c.model.name, c.model.overrides = "RIN-cifar10-tiny", dict(TINY, num_classes=10)
+    c.data.image_size = 8
+    c.sampling.method, c.sampling.steps = "ddpm", 5
+    exp = build_experiment(c, devices=jax.devices()[:1])
+    params = exp.init_state().params
+    params = jax.tree.map(lambda p: p + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)), params)
+    labels = jnp.arange(4) % 10
+    key = jax.random.key(3)
+    got = generate.sample_images(exp, params, key, labels)
+    model = exp.model
+    cond_fn = lambda lam: 25.0 * (20.0 - jnp.clip(lam, -20.0, 20.0))  # the λ -> cond map
 
-    @jax.jit
-    def sample(x):
-        def body(carry, c):
-            x, latents = carry
-            out, latents = rin_sampling_apply(
-                model, variables, x, jnp.full((x.shape[0],), c), y, latents
-            )
-            return (x - 0.1 * out, latents), None
+    def carried(x, lam, latents):
+        out, latents = model.apply({"params": params}, x, cond_fn(lam), labels, latents)
+        return out, latents
 
-        init = (x, rin_initial_latents(model, x.shape[0]))
-        return jax.lax.scan(body, init, jnp.array([900.0, 500.0, 100.0]))[0]
+    def dropped(x, lam, latents):
+        out, _ = model.apply({"params": params}, x, cond_fn(lam), labels, None)
+        return out, latents
 
-    x_final, latents = sample(x)
-    assert x_final.shape == x.shape and latents.shape == (8, 4, 16)
-    assert bool(jnp.all(jnp.isfinite(x_final)))
-    assert float(jnp.abs(latents).max()) > 0
+    kw = generate.sampling_grid(c, 5) | generate._sampling_kwargs(c)
+    shape = (4, 8, 8, 1)
+    init = model.initial_carry(4)
+    want = sample(key, carried, shape, steps=5, carry=init, **kw)
+    without = sample(key, dropped, shape, steps=5, carry=init, **kw)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert float(jnp.abs(want - without).max()) > 1e-3

@@ -22,7 +22,7 @@ def _sample(sampler, key, n):
 
 def test_registry():
     assert {"uniform", "stratified", "importance"} <= set(noise.list_timestep_samplers())
-    assert "adaptive" not in noise.list_timestep_samplers()
+    assert {"adaptive", "adaptive_bins", "speed"} <= set(noise.list_timestep_samplers())
 
 
 def test_uniform_is_logsnr_of_uniform_t(dtype):
@@ -65,7 +65,11 @@ def test_importance_weights_are_density_ratios():
     lam = np.asarray(lam, np.float64)
     p_target = np.exp(-np.abs(lam) / 0.5) / (2 * 0.5)
     p_prop = 1.5 / (np.pi * (lam**2 + 1.5**2))
-    np.testing.assert_allclose(weight, p_target / p_prop, rtol=1e-4, atol=1e-30)
+    # At the clip points ±20 (atoms of both): the ratio of the tail masses beyond them.
+    mass_ratio = 0.5 * np.exp(-20 / 0.5) / stats.cauchy.sf(20.0, scale=1.5)
+    want = np.where(np.abs(lam) == 20.0, mass_ratio, p_target / p_prop)
+    assert np.sum(np.abs(lam) == 20.0) > 10  # Cauchy(1.5) has 4.8% of its mass there
+    np.testing.assert_allclose(weight, want, rtol=1e-4, atol=1e-30)
     # λ itself follows the proposal.
     cdf = 1.0 - np.asarray(jax.jit(sampler.proposal.t_from_logsnr)(lam))
     assert stats.kstest(cdf, "uniform").pvalue > 1e-3

@@ -33,6 +33,7 @@ from jaxdiff.training import generate, loop, runner
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import dit_official  # noqa: E402
+from jaxdiff.training.validate import validate_config  # noqa: E402
 
 # ----------------------------------------------------------------------------- respacing
 
@@ -206,7 +207,7 @@ def converted(tmp_path, monkeypatch):
     pt = str(tmp_path / "dit.pt")
     torch.save(official.official_state_dict(seed=3), pt)
     out = str(tmp_path / "converted")
-    convert.main(["--dit", pt, "--out", out])
+    assert convert.cli(["convert", "--dit", pt, "--out", out]) == 0
     return out
 
 
@@ -248,7 +249,7 @@ def test_official_config_samples_a_converted_checkpoint(converted, tmp_path, cap
     key = jax.random.key(5)
     want = sample(key, denoise, (4, 8, 8, 4), None, None, lams=respaced_logsnr("4"),
                   method="ddpm", variance="learned")  # fmt: skip
-    got = generate._compiled_sampler(exp, 4, 4)(generate.sampling_params(state, c), key, labels)
+    got = generate.compiled_sampler(exp, 4, 4)(generate.sampling_params(state, c), key, labels)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
 
     # --mode=evaluate streams the samples through Inception: the same FID as the batch path.
@@ -273,7 +274,9 @@ def test_official_config_samples_a_converted_checkpoint(converted, tmp_path, cap
     assert (out["eval/precision"], out["eval/recall"]) == pytest.approx(want)
     fake = str(tmp_path / "fake.npz")
     np.savez(fake, images=u8)
-    fid.main(["precision_recall", "--weights", weights, ref, fake, "--batch_size", "6"])
+    assert (
+        fid.cli(["fid", "precision_recall", "--weights", weights, ref, fake, "--batch_size=6"]) == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()[-2:]
     assert [float(x.split()[1]) for x in lines] == pytest.approx(want, abs=1e-6)
 
@@ -281,15 +284,13 @@ def test_official_config_samples_a_converted_checkpoint(converted, tmp_path, cap
 def test_learned_variance_needs_a_learned_sigma_network():
     c = dit_official.get_config("tiny")
     c.model.overrides = {}
-    from jaxdiff.training import config as config_lib
-
     with pytest.raises(ValueError, match="sampling.variance"):
-        config_lib.validate_config(c, num_devices=1)
+        validate_config(c, num_devices=1)
     c = dit_official.get_config("tiny")
     c.sampling.guidance_channels = 5
     with pytest.raises(ValueError, match="sampling.guidance_channels"):
-        config_lib.validate_config(c, num_devices=1)
+        validate_config(c, num_devices=1)
     c = dit_official.get_config("tiny")
     c.sampling.schedule = "ddpm"
     with pytest.raises(ValueError, match="sampling.schedule"):
-        config_lib.validate_config(c, num_devices=1)
+        validate_config(c, num_devices=1)

@@ -45,7 +45,7 @@ def test_short_training_improves_digits_metric(tmp_path):
     c.checkpoint_every_steps, c.log_every_steps = 300, 50
     c.model.overrides = dict(depth=2, hidden_size=64, num_heads=2)
     c.optim.lr, c.ema.decays = 2e-3, (0.99,)
-    c.sampling.steps, c.eval.digits_num_samples = 20, 200
+    c.sampling.steps, c.eval.quality_num_samples = 20, 200
     wd = str(tmp_path / "run")
     loop.train(c, wd, stop_at_step=1, devices=jax.devices()[:1])
     exp, state, _ = loop.restore_for_inference(c, wd, devices=jax.devices()[:1])

@@ -7,7 +7,7 @@ import sys
 import jax
 import numpy as np
 
-from jaxdiff.data import encode
+from jaxdiff import encode
 from jaxdiff.models import vae as vae_lib
 from jaxdiff.training import loop, runner
 

@@ -23,7 +23,7 @@ def test_converted_official_dit_fine_tunes_and_samples(tmp_path, monkeypatch):
     pt = str(tmp_path / "dit.pt")
     torch.save(official.official_state_dict(), pt)
     out = str(tmp_path / "converted")
-    convert.main(["--dit", pt, "--out", out])
+    assert convert.cli(["convert", "--dit", pt, "--out", out]) == 0
     model, variables = convert.load_converted(out)
     assert model.conditioning == "ddpm_linear" and model.learn_sigma
 

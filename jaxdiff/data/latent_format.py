@@ -1,4 +1,4 @@
-"""On-disk format of encoded latent datasets (written by `jaxdiff.data.encode`) and its reader.
+"""On-disk format of encoded latent datasets (written by `jaxdiff.encode`), its reader and writer.
 
 A split lives in `<dir>/<split>/`:
 
@@ -15,11 +15,15 @@ chunk file that exists is finished. The reader concatenates the chunks in order.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import uuid
 from typing import Any
 
+import grain
 import numpy as np
+from array_record.python.array_record_module import ArrayRecordWriter
 
 META_FILE = "meta.json"
 FORMAT = "jaxdiff-latents-v1"
@@ -83,10 +87,8 @@ class LatentDirSource:
         if missing:
             raise ValueError(
                 f"{split_dir!r} is incomplete: {len(missing)} of {meta['num_chunks']} chunks "
-                f"missing (first {missing[0]}); finish it with jaxdiff.data.encode"
+                f"missing (first {missing[0]}); finish it with jaxdiff.encode"
             )
-        import grain
-
         self.split_dir, self.meta = split_dir, meta
         self.shape = tuple(meta["shape"])
         paths = [chunk_path(split_dir, c) for c in range(meta["num_chunks"])]
@@ -116,3 +118,58 @@ def posterior_noise(seed: int, epoch: int, record: int, shape: tuple[int, ...]) 
     return np.random.default_rng(np.random.SeedSequence(words)).standard_normal(
         shape, dtype=np.float32
     )
+
+
+# ------------------------------------------------------------------------------- writer
+def chunk_bounds(chunk: int, chunk_size: int, num_images: int) -> tuple[int, int]:
+    """Source image range [c·K, min((c+1)·K, N)) of chunk c."""
+    return chunk * chunk_size, min((chunk + 1) * chunk_size, num_images)
+
+
+def host_chunks(num_chunks: int, process_index: int, process_count: int) -> list[int]:
+    """Chunks host i of P encodes: c ≡ i (mod P) (strided, so hosts finish together)."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} not in [0, {process_count})")
+    return list(range(process_index, num_chunks, process_count))
+
+
+def pending_chunks(split_dir: str, num_chunks: int, process_index: int, process_count: int):
+    """This host's chunks without a file yet; removes their partial (killed) temporary files."""
+    todo = []
+    for c in host_chunks(num_chunks, process_index, process_count):
+        path = chunk_path(split_dir, c)
+        if not os.path.exists(path):
+            todo.append(c)
+            for stale in glob.glob(glob.escape(path) + ".tmp-*"):
+                os.remove(stale)
+    return todo
+
+
+def write_chunk(path: str, mean: np.ndarray, std: np.ndarray, labels: np.ndarray) -> None:
+    """Write one chunk's records to `path` atomically (temporary file, then rename)."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    writer = ArrayRecordWriter(tmp, "group_size:1")
+    for m, s, y in zip(mean, std, labels, strict=True):
+        writer.write(pack_record(m, s, int(y)))
+    writer.close()
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, obj: dict) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def check_or_write_meta(split_dir: str, meta: dict) -> None:
+    old = read_meta(split_dir)
+    if old is None:
+        os.makedirs(split_dir, exist_ok=True)
+        write_json_atomic(os.path.join(split_dir, META_FILE), meta)
+    elif old != meta:
+        diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+        raise ValueError(
+            f"{split_dir!r} was started with different settings ({diff}); "
+            "resume with the same config/flags or use a fresh --out"
+        )

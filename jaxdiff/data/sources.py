@@ -18,8 +18,9 @@ from PIL import Image
 
 from jaxdiff.data import digits as digits_lib
 from jaxdiff.data import latent_format
+from jaxdiff.data import photo_crops as photo_crops_lib
 
-SOURCE_NAMES = ("digits", "imagefolder", "latents", "<any TFDS dataset name>")
+SOURCE_NAMES = ("digits", "photo_crops", "imagefolder", "latents", "<any TFDS dataset name>")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 _DEFAULTS: dict[str, Any] = {
@@ -35,6 +36,7 @@ _DEFAULTS: dict[str, Any] = {
     "latent_sample": "sample",
 }
 LATENT_SAMPLE_MODES = ("sample", "mean")
+ENCODE_COMMAND = ".venv/bin/python -m jaxdiff.encode --config=IMAGE_CONFIG --vae=VAE_DIR --out=OUT"
 
 
 def config_get(data_config: Any, key: str, default: Any = None) -> Any:
@@ -158,7 +160,7 @@ class _LatentRecord:
 
     A record with `data.image_key` gives image = latent_scale · record[image_key]. A
     posterior record (`mean` and `std`, or `mean` and `logvar`, e.g. from
-    `jaxdiff.data.encode`) gives image = s·μ and, when `data.latent_sample == "sample"`, also
+    `jaxdiff.encode`) gives image = s·μ and, when `data.latent_sample == "sample"`, also
     "latent_std" = s·σ: the pipeline then returns s·μ + s·σ·ε = s·(μ + σ·ε) with ε a pure
     function of (seed, epoch, record) (`latent_format.posterior_noise`).
     """
@@ -230,6 +232,19 @@ def _digits_source(data_config: Any, split: str) -> ArraySource:
     return ArraySource(images, labels)
 
 
+def _photo_crops_source(data_config: Any, split: str) -> photo_crops_lib.PhotoCrops:
+    num_classes = _field(data_config, "num_classes")
+    if num_classes is not None and int(num_classes) < photo_crops_lib.NUM_CLASSES:
+        raise ValueError(
+            f"data.num_classes={num_classes} but photo_crops has "
+            f"{photo_crops_lib.NUM_CLASSES} classes (one per photo)"
+        )
+    fov = config_get(data_config, "field_of_view", photo_crops_lib.FIELD_OF_VIEW)
+    return photo_crops_lib.PhotoCrops(
+        _field(data_config, "image_size"), _field(data_config, "channels"), split, 0, fov
+    )
+
+
 def _imagefolder_source(data_config: Any, split: str) -> ImageFolderSource:
     root = _field(data_config, "data_dir")
     if not root or not os.path.isdir(root):
@@ -247,19 +262,51 @@ def _imagefolder_source(data_config: Any, split: str) -> ImageFolderSource:
     return source
 
 
-def _tfds_source(name: str, data_config: Any, split: str) -> Any:
+def _tfds_source(name: str, data_config: Any, split: str, field: str = "data.name") -> Any:
+    """`tfds.data_source` of a dataset already prepared (array_record) in `data.data_dir`.
+
+    Never downloads or prepares: a dataset that is not there raises one ValueError line
+    naming it, the data_dir searched and the `jaxdiff.data.prepare` command that prepares
+    it. The check runs only when reading fails, so `tfds.testing.mock_data` still works.
+    """
     import tensorflow_datasets as tfds  # lazy: only real datasets need it
 
-    return tfds.data_source(name, split=split, data_dir=_field(data_config, "data_dir"))
+    from jaxdiff.data import prepare  # lazy: imports tensorflow_datasets
+
+    try:
+        builder = tfds.builder(name, data_dir=_field(data_config, "data_dir"))
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(
+            f"{field}: {name!r} is not a TFDS dataset (nor one prepared in data.data_dir"
+            f"={_field(data_config, 'data_dir')!r}); data.name is one of {list(SOURCE_NAMES)}"
+        ) from None
+    except (ValueError, AssertionError) as err:  # e.g. an unknown config or version
+        raise ValueError(f"{field}: {' '.join(str(err).split())}") from None
+    try:
+        return builder.as_data_source(split=split)
+    except Exception:
+        if not builder.is_prepared():
+            raise ValueError(prepare.not_prepared_message(name, builder, field)) from None
+        fmt = builder.info.file_format
+        if fmt is not None and fmt.value != prepare.ARRAY_RECORD:
+            raise ValueError(
+                f"data.data_dir: TFDS dataset {name!r} in {builder.data_dir} is in "
+                f"{fmt.value} format, which cannot be read by index; prepare it as "
+                f"array_record into another data_dir: "
+                f"{prepare.prepare_command(name, 'NEW_DATA_DIR')}"
+            ) from None
+        raise
 
 
 def make_source(data_config: Any, split: str = "train") -> Any:
     """A Grain random-access source (len / __getitem__) of preprocessed examples.
 
-    `data.name` selects it: "digits" (embedded, in memory), "imagefolder" (`data.data_dir`
+    `data.name` selects it: "digits" (embedded, in memory), "photo_crops" (embedded crops of
+    bundled photos, `jaxdiff.data.photo_crops`; `data.field_of_view` source pixels, default
+    128), "imagefolder" (`data.data_dir`
     holds class folders), "latents" (TFDS/array_record dataset `data.tfds_name` of float
     latents under `data.image_key`, or of posterior `mean`/`std`; without `tfds_name`, the
-    `jaxdiff.data.encode` output in `data.data_dir`; multiplied by `data.latent_scale`,
+    `jaxdiff.encode` output in `data.data_dir`; multiplied by `data.latent_scale`,
     see `_LatentRecord` for `data.latent_sample`), or any TFDS dataset
     name ("cifar10", "imagenet2012", "imagenet_resized/64x64", "celeb_a", ...) read with
     `tfds.data_source(name, split=split, data_dir=data.data_dir)`.
@@ -277,6 +324,8 @@ def make_source(data_config: Any, split: str = "train") -> Any:
         raise ValueError(f"data.image_size must be a positive integer, got {image_size!r}")
     if name == "digits":
         return _digits_source(data_config, split)
+    if name == "photo_crops":
+        return _photo_crops_source(data_config, split)
     if name == "imagefolder":
         return _imagefolder_source(data_config, split)
     if name == "latents":
@@ -285,29 +334,31 @@ def make_source(data_config: Any, split: str = "train") -> Any:
 
 
 def _latents_source(data_config: Any, split: str) -> MappedSource:
-    """`data.tfds_name` (TFDS) if set, else the `jaxdiff.data.encode` output in data_dir/split."""
+    """`data.tfds_name` (TFDS) if set, else the `jaxdiff.encode` output in data_dir/split."""
     tfds_name = _field(data_config, "tfds_name")
     record_fn = _LatentRecord(data_config)
     if tfds_name:
-        raw = _tfds_source(tfds_name, data_config, split)
+        raw = _tfds_source(tfds_name, data_config, split, field="data.tfds_name")
         return MappedSource(raw, record_fn, f"latents:{tfds_name}")
     root = _field(data_config, "data_dir")
     split_dir = os.path.join(root, split) if root else None
-    if split_dir is None or latent_format.read_meta(split_dir) is None:
+    meta = latent_format.read_meta(split_dir) if split_dir else None
+    if meta is None:
         raise ValueError(
-            "'latents' needs data.tfds_name (a TFDS latents dataset) or data.data_dir holding "
-            f"a jaxdiff.data.encode output with a {split!r} split; got data_dir={root!r}"
+            f"data.data_dir: data.name='latents' reads the output of `{ENCODE_COMMAND}` "
+            f"(--config.data.data_dir=OUT), but data_dir={root!r} has no {split!r} split "
+            f"with a {latent_format.META_FILE} (or set data.tfds_name to a TFDS latents dataset)"
+        )
+    size, channels = config_get(data_config, "image_size"), config_get(data_config, "channels")
+    h, w, c = meta["shape"]
+    if size is not None and channels is not None and (size, size, channels) != (h, w, c):
+        raise ValueError(
+            f"data.image_size: the latents in {split_dir} are {h}×{w}×{c} but the config asks "
+            f"for {size}×{size}×{channels}; set --config.data.image_size={h} "
+            f"--config.data.channels={c} or encode at the matching resolution"
         )
     return MappedSource(latent_format.LatentDirSource(split_dir), record_fn, f"latents:{root}")
 
 
 def _make_tfds_image_source(name: str, data_config: Any, split: str) -> MappedSource:
-    import tensorflow_datasets as tfds
-
-    try:
-        raw = _tfds_source(name, data_config, split)
-    except tfds.core.registered.DatasetNotFoundError as err:
-        raise ValueError(
-            f"unknown data.name {name!r}: not a TFDS dataset; allowed: {list(SOURCE_NAMES)}"
-        ) from err
-    return MappedSource(raw, _ImageRecord(data_config), name)
+    return MappedSource(_tfds_source(name, data_config, split), _ImageRecord(data_config), name)

@@ -1,1 +1,2 @@
-"""Evaluation: the FID Inception port, FID statistics, and the digits quality metric."""
+"""Evaluation: the FID Inception port, FID statistics, and the per-dataset quality metrics
+(digits and photo_crops classifiers, SWD; `quality.get_quality_metric`)."""

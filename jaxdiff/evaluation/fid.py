@@ -12,9 +12,9 @@ pool features of two image sets. Statistics files are `.npz` with `mu` (D,) and 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
+import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -23,8 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 import scipy.special
+from absl import flags
+from tqdm import tqdm
 
+from jaxdiff.cli import run
 from jaxdiff.evaluation import inception, inception_convert
+from jaxdiff.evaluation.precision_recall import precision_recall
 
 
 class InceptionFeatures:
@@ -77,8 +81,6 @@ class InceptionFeatures:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         starts = range(0, len(images), batch_size)
         if progress:
-            from tqdm import tqdm
-
             starts = tqdm(starts, desc="Inception features", unit="batch")
         for start in starts:
             batch = np.asarray(images[start : start + batch_size])
@@ -289,45 +291,52 @@ def image_statistics(
     return {"mu": mu, "sigma": sigma, "is_mean": is_mean, "is_std": is_std}
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI: `stats` writes an images file's statistics; `distance` prints the FID of two."""
-    parser = argparse.ArgumentParser(prog="python -m jaxdiff.evaluation.fid")
-    sub = parser.add_subparsers(dest="command", required=True)
-    stats = sub.add_parser("stats", help="Inception statistics of an images .npz")
-    stats.add_argument("--weights", required=True, help="pytorch-fid .pth or the port's .npz")
-    stats.add_argument("--images", required=True, help=".npz with uint8 N×H×W×3 images")
-    stats.add_argument("--out", required=True, help="output .npz with mu and sigma")
-    stats.add_argument("--batch_size", type=int, default=50)
-    dist = sub.add_parser("distance", help="FID between two statistics files")
-    dist.add_argument("stats", nargs=2, help="two .npz files with mu and sigma")
-    pr = sub.add_parser("precision_recall", help="improved precision/recall of two image sets")
-    pr.add_argument("--weights", required=True, help="pytorch-fid .pth or the port's .npz")
-    pr.add_argument("real", help="reference images .npz (e.g. an ADM reference batch)")
-    pr.add_argument("fake", help="generated images .npz")
-    pr.add_argument("--k", type=int, default=3)
-    pr.add_argument("--batch_size", type=int, default=50)
-    args = parser.parse_args(argv)
-    if args.command == "precision_recall":
-        from jaxdiff.evaluation.precision_recall import precision_recall
+USAGE = """python -m jaxdiff.evaluation.fid COMMAND ...
+  stats --weights=PTH --images=IMAGES.npz --out=STATS.npz [--batch_size=50]
+  distance A.npz B.npz                       (prints the FID as the last line)
+  precision_recall --weights=PTH REAL.npz FAKE.npz [--k=3] [--batch_size=50]"""
+_POSITIONAL = {"stats": 0, "distance": 2, "precision_recall": 2}
 
-        extractor = InceptionFeatures(args.weights)
+
+def _define(fv: flags.FlagValues) -> None:
+    f = dict(flag_values=fv)
+    flags.DEFINE_string("weights", None, "pytorch-fid .pth or the port's .npz", **f)
+    flags.DEFINE_string("images", None, "stats: .npz with uint8 N×H×W×3 images", **f)
+    flags.DEFINE_string("out", None, "stats: output .npz with mu and sigma", **f)
+    flags.DEFINE_integer("batch_size", 50, "Inception batch size", **f)
+    flags.DEFINE_integer("k", 3, "precision_recall: neighbourhood size", **f)
+
+
+def _command(fv: flags.FlagValues, args: list[str]) -> None:
+    command, rest = (args[0], args[1:]) if args else ("", [])
+    if command not in _POSITIONAL or len(rest) != _POSITIONAL[command]:
+        raise flags.Error(f"unknown command or wrong arguments {args}")
+    if command == "distance":
+        print(f"{frechet_distance(*load_stats(rest[0]), *load_stats(rest[1])):.6f}")
+        return
+    if not fv.weights or (command == "stats" and not (fv.images and fv.out)):
+        raise flags.Error(
+            f"{command} needs --weights" + (", --images and --out" * (command == "stats"))
+        )
+    extractor = InceptionFeatures(fv.weights)
+    if command == "precision_recall":
         feats = [
-            np.concatenate([f for f, _ in extractor.iterate(load_images(p), args.batch_size)])
-            for p in (args.real, args.fake)
+            np.concatenate([f for f, _ in extractor.iterate(load_images(p), fv.batch_size)])
+            for p in rest
         ]
-        precision, recall = precision_recall(*feats, k=args.k)
+        precision, recall = precision_recall(*feats, k=fv.k)
         print(f"precision {precision:.6f}\nrecall {recall:.6f}")
         return
-    if args.command == "stats":
-        images = load_images(args.images)
-        extractor = InceptionFeatures(args.weights)
-        result = image_statistics(extractor, images, args.batch_size, progress=True)
-        save_stats(args.out, result["mu"], result["sigma"])
-        print(f"wrote {args.out}: {len(images)} images, Inception Score {result['is_mean']:.4f}")
-    else:
-        fid = frechet_distance(*load_stats(args.stats[0]), *load_stats(args.stats[1]))
-        print(f"{fid:.6f}")
+    images = load_images(fv.images)
+    result = image_statistics(extractor, images, fv.batch_size, progress=True)
+    save_stats(fv.out, result["mu"], result["sigma"])
+    print(f"wrote {fv.out}: {len(images)} images, Inception Score {result['is_mean']:.4f}")
+
+
+def cli(argv: list[str]) -> int:
+    """The command line (``argv[0]`` is the program); returns the exit status."""
+    return run(argv, _define, _command, USAGE, (1, 3))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(sys.argv))

@@ -14,13 +14,14 @@ The port's own format is a flat `.npz` with keys like `Mixed_5b/branch1x1/conv/k
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 from collections.abc import Mapping
 
 import numpy as np
 from flax import traverse_util
 
+from jaxdiff.cli import run
 from jaxdiff.evaluation import inception
 
 FORMAT_KEY = "__jaxdiff_format__"
@@ -156,15 +157,19 @@ def load_params(path: str | os.PathLike) -> dict:
     return convert_state_dict(load_torch_state_dict(path))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI: convert pytorch-fid's weights file to the port's `.npz`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("weights", help="pytorch-fid pt_inception-2015-12-05-*.pth")
-    parser.add_argument("out", help="output .npz")
-    args = parser.parse_args(argv)
-    save_params(load_params(args.weights), args.out)
-    print(f"wrote {args.out}")
+USAGE = "python -m jaxdiff.evaluation.inception_convert PT_INCEPTION.pth OUT.npz"
+
+
+def _convert(fv, args: list[str]) -> None:
+    del fv
+    save_params(load_params(args[0]), args[1])
+    print(f"wrote {args[1]}")
+
+
+def cli(argv: list[str]) -> int:
+    """Converts pytorch-fid's weights file to the port's `.npz`; returns the exit status."""
+    return run(argv, lambda fv: None, _convert, USAGE, (2, 2))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(sys.argv))

@@ -1,10 +1,11 @@
 """Maps from the noise level λ (logSNR) to the scalar `cond` the networks embed.
 
-Networks are conditioned on the noise level, not on a schedule's t (DESIGN.md). The default
+Networks are conditioned on the noise level, not on a schedule's t. The default
 map `logsnr_to_cond` is a fixed affine map of λ ∈ [−20, 20] onto [0, 1000], the range the
 DiT frequency embedder was designed for. Official DiT checkpoints were trained on the
-integer step of the 1000-step linear-β DDPM schedule; `ddpm_timestep_from_logsnr` is its
-continuous inverse, so those networks can be queried at any λ.
+integer step of the 1000-step linear-β DDPM schedule (its table λ_k is
+`jaxdiff.noise.ddpm_linear_logsnr_table`); `ddpm_timestep_from_logsnr` is its continuous
+inverse, so those networks can be queried at any λ.
 
 A model carries the name of its map in its `conditioning` field; callers use
 `get_cond_fn(model.conditioning)(lam)`.
@@ -16,9 +17,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
+from jaxdiff.noise import LOGSNR_MAX, LOGSNR_MIN, ddpm_linear_logsnr_table
+
 COND_SCALE = 1000.0 / (LOGSNR_MAX - LOGSNR_MIN)  # 25
 
 
@@ -31,19 +32,6 @@ def logsnr_to_cond(lam: jax.typing.ArrayLike) -> jax.Array:
 def cond_to_logsnr(cond: jax.typing.ArrayLike) -> jax.Array:
     """Inverse of `logsnr_to_cond`: λ = 20 − cond/25."""
     return LOGSNR_MAX - jnp.asarray(cond, jnp.float32) / COND_SCALE
-
-
-def ddpm_linear_logsnr_table(
-    num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
-) -> np.ndarray:
-    """λ_k = log(ᾱ_k / (1 − ᾱ_k)), ᾱ_k = Π_{i≤k}(1 − β_i), β = linspace(1e-4, 0.02, 1000).
-
-    The DDPM (Ho et al. 2020) / official DiT schedule, computed in float64; (num_steps,),
-    strictly decreasing in k.
-    """
-    betas = np.linspace(beta_start, beta_end, num_steps, dtype=np.float64)
-    alphas_cumprod = np.cumprod(1.0 - betas)
-    return np.log(alphas_cumprod) - np.log1p(-alphas_cumprod)
 
 
 _TABLE = ddpm_linear_logsnr_table()

@@ -8,9 +8,9 @@ official network: `model.apply(variables, x, t, y)` takes the integer DDPM step 
 `conditioning.ddpm_timestep_from_logsnr`). x and the output are NHWC.
 
 Command line (writes an Orbax checkpoint plus model.json that `load_converted` reads):
-    python -m jaxdiff.models.convert --dit DiT-XL-2-256x256.pt --out DIR
+    python -m jaxdiff.models.convert --dit DiT-XL-2-256x256.pt --out DIR [--num_heads=H]
     python -m jaxdiff.models.convert --vae SD_VAE_DIR --out DIR   # see jaxdiff.models.vae
-torch is imported only inside these functions.
+torch (an optional extra) is imported only inside the functions reading `.pt` files.
 """
 
 from __future__ import annotations
@@ -19,10 +19,15 @@ import argparse
 import json
 import pathlib
 import re
+import sys
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
+from absl import flags
 
+from jaxdiff.cli import run
+from jaxdiff.models import vae
 from jaxdiff.models.dit import DiT
 from jaxdiff.models.layers import sincos_pos_embed_2d
 from jaxdiff.models.registry import model_config, model_from_config
@@ -119,8 +124,6 @@ def load_official_dit(path: str | pathlib.Path, num_heads: int | None = None) ->
 
 def save_converted(model, variables: dict, out_dir: str | pathlib.Path) -> pathlib.Path:
     """Write `out_dir/model.json` (constructor kwargs) and an Orbax checkpoint `out_dir/params`."""
-    import orbax.checkpoint as ocp
-
     out = pathlib.Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.json").write_text(json.dumps(model_config(model), indent=2))
@@ -131,8 +134,6 @@ def save_converted(model, variables: dict, out_dir: str | pathlib.Path) -> pathl
 
 def load_converted(out_dir: str | pathlib.Path) -> tuple[DiT, dict]:
     """Read back what `save_converted` (or the CLI) wrote: (model, variables)."""
-    import orbax.checkpoint as ocp
-
     out = pathlib.Path(out_dir).absolute()
     model = model_from_config(json.loads((out / "model.json").read_text()))
     with ocp.StandardCheckpointer() as ckpt:
@@ -140,24 +141,34 @@ def load_converted(out_dir: str | pathlib.Path) -> tuple[DiT, dict]:
     return model, variables
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dit", help="official DiT .pt state dict")
-    source.add_argument("--vae", help="diffusers AutoencoderKL dir (config.json + safetensors)")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--num-heads", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.vae:
-        from jaxdiff.models import vae
+USAGE = "python -m jaxdiff.models.convert (--dit OFFICIAL.pt | --vae DIFFUSERS_DIR) --out DIR"
 
-        ae, variables = vae.load_vae(args.vae)
-        print(f"wrote {vae.save_vae(ae, variables, args.out)} ({vae.vae_config(ae)})")
+
+def _define(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("dit", None, "official DiT .pt state dict", flag_values=fv)
+    flags.DEFINE_string("vae", None, "diffusers AutoencoderKL dir (config.json + safetensors)",
+                        flag_values=fv)  # fmt: skip
+    flags.DEFINE_string("out", None, "output directory", flag_values=fv)
+    flags.DEFINE_integer("num_heads", None, "DiT heads (default: from the size)", flag_values=fv)
+
+
+def _convert(fv: flags.FlagValues, args: list[str]) -> None:
+    del args
+    if bool(fv.dit) == bool(fv.vae) or not fv.out:
+        raise flags.Error("give exactly one of --dit or --vae, and --out")
+    if fv.vae:
+        ae, variables = vae.load_vae(fv.vae)
+        print(f"wrote {vae.save_vae(ae, variables, fv.out)} ({vae.vae_config(ae)})")
         return
-    model, variables = load_official_dit(args.dit, args.num_heads)
-    out = save_converted(model, variables, args.out)
+    model, variables = load_official_dit(fv.dit, fv.num_heads)
+    out = save_converted(model, variables, fv.out)
     print(f"wrote {out} ({model_config(model)})")
 
 
+def cli(argv: list[str]) -> int:
+    """The command line (``argv[0]`` is the program); returns the exit status."""
+    return run(argv, _define, _convert, USAGE, (0, 0))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(sys.argv))

@@ -8,8 +8,9 @@ official PyTorch code (x_embedder, t_embedder, y_embedder, blocks_i, final_layer
 
 Call: `model.apply(variables, x, cond, y, train=False)`, x (B, H, W, C) float, cond (B,)
 noise-level conditioning (see `conditioning.py`), y (B,) int; returns (B, H, W, C or 2C).
-Label dropout for classifier-free guidance is the trainer's job (replace y by num_classes);
-`class_dropout_prob` is carried here only so that configs have one place for it.
+Label dropout for classifier-free guidance is the trainer's job (replace y by num_classes).
+The trainer and the samplers call the network only through the model protocol
+(`jaxdiff.models.interface`): `train_apply`, `initial_carry`, `sample_apply`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from jaxdiff.models.layers import (
     layer_norm,
     modulate,
     patchify,
+    resolve_fast_dense,
     sincos_pos_embed_2d,
     unpatchify,
     zeros,
@@ -97,9 +99,8 @@ class DiT(nn.Module):
     mlp_ratio: float = 4.0
     num_classes: int = 1000
     learn_sigma: bool = True
-    class_dropout_prob: float = 0.1
     conditioning: str = "logsnr"  # how the caller maps λ to cond: conditioning.get_cond_fn
-    fast_dense: bool = True
+    fast_dense: bool | None = None  # None: the CPU-fast dense gradient on CPU backends only
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "in_channels", "hidden_size", "depth"):
@@ -112,8 +113,6 @@ class DiT(nn.Module):
             raise ValueError(
                 f"hidden_size must be divisible by 4 (2-D sin-cos), got {self.hidden_size}"
             )
-        if not 0.0 <= self.class_dropout_prob < 1.0:
-            raise ValueError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
         cond_lib.get_cond_fn(self.conditioning)  # validates the name
         super().__post_init__()
 
@@ -127,7 +126,7 @@ class DiT(nn.Module):
     ) -> jax.Array:
         del train  # DiT has no dropout; label dropout happens in the trainer
         b, h, w, _ = x.shape
-        p, fg = self.patch_size, self.fast_dense
+        p, fg = self.patch_size, resolve_fast_dense(self.fast_dense)
         grid = self.image_size // p
         if h != self.image_size or w != self.image_size:
             raise ValueError(f"input is {h}x{w}, model image_size is {self.image_size}")
@@ -140,3 +139,19 @@ class DiT(nn.Module):
             tokens = DiTBlock(self.num_heads, self.mlp_ratio, fg, name=f"blocks_{i}")(tokens, c)
         tokens = FinalLayer(p, self.out_channels, fg, name="final_layer")(tokens, c)
         return unpatchify(tokens, p, h, w)
+
+    # The model protocol (jaxdiff.models.interface): DiT is stateless at sampling.
+    def train_apply(self, variables, x, cond, y, key, *, train=True, self_cond_rate=0.0):
+        """One training-time evaluation; ``key`` feeds dropout (DiT has none)."""
+        del self_cond_rate
+        _, k_drop = jax.random.split(key)
+        return self.apply(variables, x, cond, y, train=train, rngs={"dropout": k_drop})
+
+    def initial_carry(self, batch_size: int):
+        """No state is carried between sampling steps."""
+        del batch_size
+        return ()
+
+    def sample_apply(self, variables, x, cond, y, carry):
+        """One sampling-step evaluation: ``(out, carry)``."""
+        return self.apply(variables, x, cond, y, train=False), carry

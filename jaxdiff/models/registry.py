@@ -5,18 +5,24 @@ L 24×1024×16, XL 28×1152×16, each with patch 2, 4 or 8; defaults are 32×32�
 latents, 1000 classes, learned σ. "DiT-tiny/2" (depth 2, width 64, 2 heads) is for tests
 and CPU demos. RIN sizes are the official pix2seq CIFAR-10 / ImageNet-64 configs (30.95M and
 157.78M parameters, equal to the official implementation's counts, tested); the 128 and 256
-px configs are our best reading of the paper (see REFERENCES.md). Each RIN config has a
+px configs are our best reading of the paper (no released config). Each RIN config has a
 "-tiny" variant with the same image size and patch but small widths.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
 import flax.linen as nn
 
+from jaxdiff.errors import ConfigError
 from jaxdiff.models.dit import DiT
 from jaxdiff.models.rin import RIN
+
+# Fields older converted checkpoints (model.json) may carry that the models no longer have.
+_LEGACY_FIELDS = ("class_dropout_prob", "self_cond_rate")
 
 _DIT_SIZES = {
     "S": dict(depth=12, hidden_size=384, num_heads=6),
@@ -104,10 +110,64 @@ def model_config(model: nn.Module) -> dict:
 
 
 def model_from_config(config: dict) -> nn.Module:
-    """Inverse of `model_config`."""
-    config = dict(config)
+    """Inverse of `model_config` (fields of older versions are dropped)."""
+    config = {k: v for k, v in config.items() if k not in _LEGACY_FIELDS}
     kind = config.pop("type")
     classes = {"DiT": DiT, "RIN": RIN}
     if kind not in classes:
         raise ValueError(f"unknown model type {kind!r}; known: {sorted(classes)}")
     return classes[kind](**config)
+
+
+def converted_model(init_from: str) -> nn.Module | None:
+    """The model of a directory written by ``python -m jaxdiff.models.convert`` (its
+    ``model.json``), or None when ``init_from`` is not such a directory."""
+    spec = os.path.join(init_from, "model.json") if init_from else ""
+    if not spec or not os.path.exists(spec):
+        return None
+    with open(spec) as f:
+        return model_from_config(json.load(f))
+
+
+def build_model(
+    name: str,
+    overrides: dict | None = None,
+    *,
+    image_size: int,
+    channels: int,
+    num_classes: int,
+    init_from: str = "",
+) -> nn.Module:
+    """The network for a config: registry model ``name`` sized for the data (``overrides``
+    win; the σ head is off unless asked, our losses train the mean), or, when ``init_from``
+    is a converted official checkpoint, that checkpoint's architecture (checked against the
+    data). Raises ConfigError naming the field."""
+    converted = converted_model(init_from)
+    if converted is not None:
+        for field, mine, value in (
+            ("image_size", "data.image_size", image_size),
+            ("in_channels", "data.channels", channels),
+        ):
+            if getattr(converted, field) != value:
+                raise ConfigError(
+                    mine,
+                    f"{value} does not match the {field}={getattr(converted, field)} of the "
+                    f"converted checkpoint in init_from={init_from!r}",
+                    getattr(converted, field),
+                )
+        return converted
+    kwargs = dict(overrides or {})
+    kwargs.setdefault("image_size", image_size)
+    kwargs.setdefault("in_channels", channels)
+    kwargs.setdefault("num_classes", num_classes)
+    kwargs.setdefault("learn_sigma", False)
+    if name not in _MODELS:
+        raise ConfigError("model.name", f"unknown model {name!r}", list_models())
+    allowed = model_fields(_MODELS[name][0])
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ConfigError("model.overrides", f"unknown field(s) {unknown} for {name}", allowed)
+    try:
+        return get_model(name, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError("model.overrides", f"{name}: {e}") from None

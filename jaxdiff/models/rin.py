@@ -11,8 +11,9 @@ implementation (`architectures/tape.py`); the noise level is embedded like DiT's
 (of the λ-map `conditioning`) and the class by a table with a null row (for guidance).
 
 Call: `model.apply(variables, x, cond, y, prev_latents=None, train=False, rngs=...)` returns
-(out NHWC, latents (B, num_latents, latent_dim)). Training uses
-`rin_self_conditioned_apply`; sampling carries the latents with `rin_sampling_apply`.
+(out NHWC, latents (B, num_latents, latent_dim)). Through the model protocol
+(`jaxdiff.models.interface`) training self-conditions (`train_apply`, two passes) and
+sampling carries the latents from step to step (`initial_carry`, `sample_apply`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from jaxdiff.models.layers import (
     SelfAttention,
     TimestepEmbedder,
     patchify,
+    resolve_fast_dense,
     unpatchify,
     zeros,
 )
@@ -103,10 +105,8 @@ class RIN(nn.Module):
     drop_path: float = 0.0
     num_classes: int = 10
     learn_sigma: bool = False
-    class_dropout_prob: float = 0.1
-    self_cond_rate: float = 0.9
     conditioning: str = "logsnr"
-    fast_dense: bool = True
+    fast_dense: bool | None = None  # None: the CPU-fast dense gradient on CPU backends only
 
     def __post_init__(self):
         for name in ("image_size", "in_channels", "patch_size", "num_blocks", "block_depth",
@@ -122,11 +122,9 @@ class RIN(nn.Module):
                 f"num_latents must be >= 3 (it counts the noise-level and class tokens), "
                 f"got {self.num_latents}"
             )
-        for name in ("dropout", "drop_path", "class_dropout_prob"):
+        for name in ("dropout", "drop_path"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not 0.0 <= self.self_cond_rate <= 1.0:
-            raise ValueError(f"self_cond_rate must be in [0, 1], got {self.self_cond_rate}")
         cond_lib.get_cond_fn(self.conditioning)
         super().__post_init__()
 
@@ -150,7 +148,7 @@ class RIN(nn.Module):
         b, h, w, _ = x.shape
         if h != self.image_size or w != self.image_size:
             raise ValueError(f"input is {h}x{w}, model image_size is {self.image_size}")
-        p, fg, dl = self.patch_size, self.fast_dense, self.latent_dim
+        p, fg, dl = self.patch_size, resolve_fast_dense(self.fast_dense), self.latent_dim
         n_tokens = (h // p) * (w // p)
         init = nn.initializers.truncated_normal(0.02)
         u = Dense(self.interface_dim, fast_grad=fg, name="patch_embed")(patchify(x, p))
@@ -180,44 +178,34 @@ class RIN(nn.Module):
         out = Dense(p * p * self.out_channels, fast_grad=fg, name="out")(u)  # Glorot, as official
         return unpatchify(out, p, h, w), z
 
+    # The model protocol (jaxdiff.models.interface).
+    def train_apply(self, variables, x, cond, y, key, *, train=True, self_cond_rate=0.9):
+        """Latent self-conditioning for training (RIN paper §3.3), jit- and grad-safe.
 
-def rin_self_conditioned_apply(
-    model: RIN,
-    variables,
-    x: jax.Array,
-    cond: jax.Array,
-    y: jax.Array,
-    key: jax.Array,
-    rate: float = 0.9,
-    train: bool = True,
-    rngs: dict[str, jax.Array] | None = None,
-) -> tuple[jax.Array, jax.Array]:
-    """Latent self-conditioning for training (RIN paper §3.3), jit- and grad-safe.
+        Pass 1 runs with zero previous latents; its latents go through `stop_gradient`. Each
+        example keeps them with probability `self_cond_rate` (0 when not training; a
+        Bernoulli draw per example, selected by `jnp.where`, no Python branching) and pass 2
+        runs with them. Returns pass 2's output. ``key`` is split into the self-conditioning
+        draw and the dropout key (folded with 1 for pass 1).
+        """
+        k_sc, k_drop = jax.random.split(key)
+        rate = self_cond_rate if train else 0.0
+        rngs1 = {"dropout": jax.random.fold_in(k_drop, 1)}
+        _, latents = self.apply(variables, x, cond, y, None, train=train, rngs=rngs1)
+        latents = jax.lax.stop_gradient(latents)
+        use = jax.random.bernoulli(k_sc, rate, (x.shape[0],))
+        prev = jnp.where(use[:, None, None], latents, jnp.zeros_like(latents))
+        out, _ = self.apply(variables, x, cond, y, prev, train=train, rngs={"dropout": k_drop})
+        return out
 
-    Pass 1 runs with zero previous latents; its latents go through `stop_gradient`. Each
-    example keeps them with probability `rate` (a Bernoulli draw per example from `key`,
-    selected by `jnp.where`, no Python branching) and pass 2 runs with them. Returns pass 2's
-    (out, latents). `rngs` (e.g. {"dropout": k}) are folded with 1 for pass 1.
-    """
-    rngs1 = None if rngs is None else {n: jax.random.fold_in(k, 1) for n, k in rngs.items()}
-    _, latents = model.apply(variables, x, cond, y, None, train=train, rngs=rngs1)
-    latents = jax.lax.stop_gradient(latents)
-    use = jax.random.bernoulli(key, rate, (x.shape[0],))
-    prev = jnp.where(use[:, None, None], latents, jnp.zeros_like(latents))
-    return model.apply(variables, x, cond, y, prev, train=train, rngs=rngs)
+    def initial_carry(self, batch_size: int) -> jax.Array:
+        """Sampling starts with no previous latents: zeros (B, num_latents, latent_dim)."""
+        return self.initial_latents(batch_size)
 
+    def sample_apply(self, variables, x, cond, y, carry):
+        """One sampling-step evaluation fed the previous step's latents: ``(out, latents)``.
 
-def rin_initial_latents(model: RIN, batch_size: int) -> jax.Array:
-    """Latents to start sampling from: zeros (B, num_latents, latent_dim)."""
-    return model.initial_latents(batch_size)
-
-
-def rin_sampling_apply(
-    model: RIN, variables, x: jax.Array, cond: jax.Array, y: jax.Array, latents: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """One sampling-step evaluation: (out, new_latents) = model(x, cond, y, prev=latents).
-
-    Carry new_latents into the next step (start from `rin_initial_latents`); with
-    classifier-free guidance keep one latent state per branch (conditional / null label).
-    """
-    return model.apply(variables, x, cond, y, latents, train=False)
+        Carry the returned latents into the next step; with classifier-free guidance the
+        conditional and null rows each keep their own (the carry has the doubled batch).
+        """
+        return self.apply(variables, x, cond, y, carry, train=False)

@@ -5,6 +5,10 @@ Conventions: t ∈ [0, 1] (0 clean), λ = log(α²/σ²), α² = sigmoid(λ), x_
 See docs/noise.md for the formulas and the defaults.
 """
 
+from jaxdiff.noise import learned_weighting
+from jaxdiff.noise.adaptive import AdaptiveSampler, f_regression_scores, select_k_best
+from jaxdiff.noise.adaptive_bins import AdaptiveBinsSampler
+from jaxdiff.noise.ddpm import ddpm_linear_alphas_cumprod, ddpm_linear_logsnr_table
 from jaxdiff.noise.scaling import (
     alpha_sigma,
     corrupt,
@@ -23,12 +27,15 @@ from jaxdiff.noise.schedules import (
     list_schedules,
     register_schedule,
 )
+from jaxdiff.noise.speed import SpeedSampler
 from jaxdiff.noise.targets import TARGETS, check_target, convert, make_target, to_x0_eps
 from jaxdiff.noise.timesteps import (
     ImportanceSampler,
+    SamplerContext,
     StratifiedSampler,
     UniformSampler,
     get_timestep_sampler,
+    init_sampler_state,
     list_timestep_samplers,
     register_timestep_sampler,
     stratified_t,
@@ -45,12 +52,16 @@ from jaxdiff.noise.weighting import (
 WEIGHT_MODES = ("sample", "density")
 
 __all__ = [
+    "AdaptiveBinsSampler",
+    "AdaptiveSampler",
     "LOGSNR_MAX",
     "LOGSNR_MIN",
     "TARGETS",
     "WEIGHT_MODES",
     "FrozenParams",
     "ImportanceSampler",
+    "SamplerContext",
+    "SpeedSampler",
     "Schedule",
     "StratifiedSampler",
     "UniformSampler",
@@ -60,12 +71,17 @@ __all__ = [
     "check_target",
     "convert",
     "corrupt",
+    "ddpm_linear_alphas_cumprod",
+    "ddpm_linear_logsnr_table",
     "effective_logsnr",
+    "f_regression_scores",
     "get_schedule",
     "get_timestep_sampler",
     "get_weighting",
+    "init_sampler_state",
     "input_norm",
     "input_scaled",
+    "learned_weighting",
     "list_schedules",
     "list_timestep_samplers",
     "list_weightings",
@@ -75,6 +91,7 @@ __all__ = [
     "register_schedule",
     "register_timestep_sampler",
     "register_weighting",
+    "select_k_best",
     "stratified_t",
     "to_x0_eps",
     "uniform_t",

@@ -5,13 +5,15 @@ python -m jaxdiff.noise.plot --out schedules.png [--schedules cosine laplace ...
 
 from __future__ import annotations
 
-import argparse
+import sys
 from collections.abc import Sequence
 
 import jax
 import numpy as np
+from absl import flags
 
 from jaxdiff import noise
+from jaxdiff.cli import run
 
 # Schedules whose defaults coincide with "cosine" are drawn with illustrative parameters.
 PLOT_PARAMS = {
@@ -74,14 +76,24 @@ def plot_schedules(out: str, names: Sequence[str] | None = None) -> None:
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="schedules.png", help="output PNG path")
-    parser.add_argument("--schedules", nargs="*", default=None, help="names (default: all)")
-    args = parser.parse_args(argv)
-    plot_schedules(args.out, args.schedules)
-    print(f"wrote {args.out}")
+USAGE = "python -m jaxdiff.noise.plot [--out=schedules.png] [--schedules=cosine,laplace,...]"
+
+
+def _define(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("out", "schedules.png", "output PNG path", flag_values=fv)
+    flags.DEFINE_list("schedules", None, "schedule names (default: all)", flag_values=fv)
+
+
+def _plot(fv: flags.FlagValues, args: list[str]) -> None:
+    del args
+    plot_schedules(fv.out, fv.schedules)
+    print(f"wrote {fv.out}")
+
+
+def cli(argv: Sequence[str]) -> int:
+    """The command line (``argv[0]`` is the program); returns the exit status."""
+    return run(argv, _define, _plot, USAGE, (0, 0))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(sys.argv))

@@ -8,19 +8,26 @@ sees every built-in.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.noise.schedules import register_schedule
+from jaxdiff.noise.schedules import bisect_inverse, register_schedule
 
 # Formulas fold t onto u = min(t, 1 − t) where that keeps float32 accurate near both ends
 # (1 − t is exact for t ≥ ½).
 
 
 def _fold(t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(u, sign): u = min(t, 1 − t) and sign = +1 for t < ½, −1 otherwise."""
-    return jnp.minimum(t, 1.0 - t), jnp.where(t < 0.5, 1.0, -1.0).astype(t.dtype)
+    """(u, sign): u = t, sign = +1 for t < ½; u = 1 − t, sign = −1 otherwise.
+
+    A `where`, not min(t, 1 − t): at t = ½ exactly, min's tie rule would give du/dt = 0 and
+    so a zero derivative of λ(t); here du/dt = −1 there, matching sign = −1.
+    """
+    below = t < 0.5
+    return jnp.where(below, t, 1.0 - t), jnp.where(below, 1.0, -1.0).astype(t.dtype)
 
 
 def _positive(schedule: str, **values: float) -> None:
@@ -70,7 +77,7 @@ def _cosine_scaled(t, s=1.0):
 
 def _laplace_inv(lam, mu, b):
     x = (lam - mu) / b
-    half_tail = 0.5 * jnp.exp(-jnp.abs(x))
+    half_tail = 0.5 * jnp.exp(-jnp.where(x > 0, x, -x))  # |x| with the right slope at x = 0
     return jnp.where(x > 0, half_tail, 1.0 - half_tail)
 
 
@@ -153,110 +160,6 @@ def _flow(t):
     return 2.0 * (jnp.log1p(-t) - jnp.log(t))
 
 
-def _check_clip_min(schedule: str, clip_min: float) -> None:
-    if not 0.0 < clip_min < 0.5:
-        raise ValueError(f"schedule {schedule!r}: clip_min must be in (0, 0.5), got {clip_min}")
-
-
-def _logit(p: float) -> float:
-    return float(np.log(p) - np.log1p(-p))
-
-
-@register_schedule(
-    "linear",
-    inverse=lambda lam, clip_min: jax.nn.sigmoid(-lam),
-    density=lambda lam, clip_min: jax.nn.sigmoid(lam) * jax.nn.sigmoid(-lam),
-    validate=lambda clip_min: _check_clip_min("linear", clip_min),
-)
-def _linear(t, clip_min=1e-9):
-    """Chen 2023 Algorithm 1: γ = clip(1 − t, clip_min, 1), λ = log(γ/(1 − γ))."""
-    return jnp.maximum(jnp.log1p(-t) - jnp.log(t), _logit(clip_min))
-
-
-_LOG2 = float(np.log(2.0))
-
-
-def _log_sinh(y):
-    """log sinh(y) for y > 0, stable for tiny and large y."""
-    return y - _LOG2 + jnp.log(-jnp.expm1(-2.0 * y))
-
-
-def _log_cosh(y):
-    y = jnp.abs(y)
-    return y - _LOG2 + jnp.log1p(jnp.exp(-2.0 * y))
-
-
-def _sigmoid_inv(lam, start, end, tau, clip_min):
-    v_start, v_end = jax.nn.sigmoid(start / tau), jax.nn.sigmoid(end / tau)
-    v = v_end - jax.nn.sigmoid(lam) * (v_end - v_start)
-    return (tau * (jnp.log(v) - jnp.log1p(-v)) - start) / (end - start)
-
-
-def _check_sigmoid(start, end, tau, clip_min):
-    _positive("sigmoid", tau=tau)
-    _check_clip_min("sigmoid", clip_min)
-    if not end > start:
-        raise ValueError(f"schedule 'sigmoid': end must be > start, got start={start}, end={end}")
-
-
-@register_schedule("sigmoid", inverse=_sigmoid_inv, validate=_check_sigmoid)
-def _sigmoid(t, start=-3.0, end=3.0, tau=1.0, clip_min=1e-9):
-    """Chen 2023 Algorithm 1: v(x) = sigmoid(x/τ), γ = (v(end) − v(x))/(v(end) − v(start)).
-
-    With x = start + t·(end − start) and σ(a) − σ(b) = sinh((a−b)/2)/(2·cosh(a/2)·cosh(b/2)):
-    λ = log sinh((1−t)(end−start)/2τ) − log sinh(t(end−start)/2τ) + log cosh(start/2τ)
-    − log cosh(end/2τ), clipped below at logit(clip_min).
-    """
-    width = (end - start) / (2.0 * tau)
-    lam = _log_sinh((1.0 - t) * width) - _log_sinh(t * width)
-    lam = lam + _log_cosh(start / (2.0 * tau)) - _log_cosh(end / (2.0 * tau))
-    return jnp.maximum(lam, _logit(clip_min))
-
-
-def _log_cos_half_pi(x):
-    """log cos(x·π/2) for x in [0, 1], accurate at both ends."""
-    lo = jnp.where(x <= 0.5, x, 0.25)
-    hi = jnp.where(x > 0.5, x, 0.75)
-    near0 = 0.5 * jnp.log1p(-(jnp.sin(0.5 * jnp.pi * lo) ** 2))
-    near1 = jnp.log(jnp.sin(0.5 * jnp.pi * (1.0 - hi)))
-    return jnp.where(x <= 0.5, near0, near1)
-
-
-def _cosine_power_inv(lam, start, end, tau, clip_min):
-    lv_start = 2.0 * tau * _log_cos_half_pi(jnp.asarray(start, lam.dtype))
-    lv_end = 2.0 * tau * _log_cos_half_pi(jnp.asarray(end, lam.dtype))
-    # v = γ·v(start) + (1 − γ)·v(end), in log space.
-    log_v = jnp.logaddexp(jax.nn.log_sigmoid(lam) + lv_start, jax.nn.log_sigmoid(-lam) + lv_end)
-    cos2, sin2 = jnp.exp(log_v / tau), -jnp.expm1(log_v / tau)
-    x = (2.0 / jnp.pi) * jnp.arctan2(jnp.sqrt(sin2), jnp.sqrt(cos2))
-    return (x - start) / (end - start)
-
-
-def _check_cosine_power(start, end, tau, clip_min):
-    _positive("cosine_power", tau=tau)
-    _check_clip_min("cosine_power", clip_min)
-    if not 0.0 <= start < end <= 1.0:
-        raise ValueError(
-            f"schedule 'cosine_power': need 0 <= start < end <= 1, got start={start}, end={end}"
-        )
-
-
-@register_schedule("cosine_power", inverse=_cosine_power_inv, validate=_check_cosine_power)
-def _cosine_power(t, start=0.0, end=1.0, tau=1.0, clip_min=1e-9):
-    """Chen 2023 Algorithm 1 cosine: v(u) = cos(uπ/2)^(2τ), γ = (v(end) − v(x))/(v(end) − v(start)).
-
-    x = start + t·(end − start); λ = log(v(x) − v(end)) − log(v(start) − v(x)) in log space,
-    clipped below at logit(clip_min). Defaults give γ = cos²(πt/2), the cosine schedule.
-    """
-    x = start + t * (end - start)
-    lv_x = 2.0 * tau * _log_cos_half_pi(x)
-    lv_start = 2.0 * tau * _log_cos_half_pi(jnp.asarray(start, t.dtype))
-    lv_end = 2.0 * tau * _log_cos_half_pi(jnp.asarray(end, t.dtype))
-    log_num = lv_x + jnp.log(-jnp.expm1(lv_end - lv_x))
-    log_den = lv_start + jnp.log(-jnp.expm1(lv_x - lv_start))
-    return jnp.maximum(log_num - log_den, _logit(clip_min))
-
-
 def _check_interpolated(image_size, noise_d_low, noise_d_high):
     high = image_size if noise_d_high is None else noise_d_high
     _positive("cosine_interpolated", image_size=image_size, noise_d_low=noise_d_low)
@@ -268,14 +171,58 @@ def _check_interpolated(image_size, noise_d_low, noise_d_high):
         )
 
 
-@register_schedule("cosine_interpolated", validate=_check_interpolated)
+def _interp_shifts(image_size, noise_d_low, noise_d_high) -> tuple[float, float]:
+    """(a, b) = (2·log(noise_d_low/image_size), 2·log(noise_d_high/image_size))."""
+    high = image_size if noise_d_high is None else noise_d_high
+    return 2.0 * float(np.log(noise_d_low / image_size)), 2.0 * float(np.log(high / image_size))
+
+
+def _interp_folded(w, a, b, upper):
+    """λ at u = w/2 from the near end (t = u if upper else 1 − u), written in u, negated on
+    the lower side so that both are decreasing in w ∈ [0, 1]."""
+    u = 0.5 * w
+    if upper:
+        return -2.0 * jnp.log(jnp.tan(0.5 * jnp.pi * u)) + b + u * (a - b)
+    return -(2.0 * jnp.log(jnp.tan(0.5 * jnp.pi * u)) + a - u * (a - b))
+
+
+def _interp_u(lam, image_size, noise_d_low, noise_d_high):
+    """(u, upper): t(λ) = u if upper else 1 − u, u ∈ [0, ½] found by bisection in u itself,
+    so it keeps float32's relative accuracy near both ends."""
+    a, b = _interp_shifts(image_size, noise_d_low, noise_d_high)
+    upper = lam >= 0.5 * (a + b)  # λ(½) = (a + b)/2
+    fn_up = functools.partial(_interp_folded, a=a, b=b, upper=True)
+    fn_dn = functools.partial(_interp_folded, a=a, b=b, upper=False)
+    u_up = 0.5 * bisect_inverse(fn_up, jnp.where(upper, lam, 0.5 * (a + b) + 1.0))
+    u_dn = 0.5 * bisect_inverse(fn_dn, -jnp.where(upper, 0.5 * (a + b) - 1.0, lam))
+    return jnp.where(upper, u_up, u_dn), upper
+
+
+def _interp_inv(lam, image_size, noise_d_low, noise_d_high):
+    u, upper = _interp_u(lam, image_size, noise_d_low, noise_d_high)
+    return jnp.where(upper, u, 1.0 - u)
+
+
+def _interp_density(lam, image_size, noise_d_low, noise_d_high):
+    """p = 1/|λ'(t)| = 1/(2π/sin(πu) − (a − b)) at the folded u of t(λ)."""
+    a, b = _interp_shifts(image_size, noise_d_low, noise_d_high)
+    u, _ = _interp_u(lam, image_size, noise_d_low, noise_d_high)
+    dens = 1.0 / (2.0 * jnp.pi / jnp.sin(jnp.pi * u) - (a - b))
+    return jnp.where(u > 0, dens, 0.0)
+
+
+@register_schedule(
+    "cosine_interpolated",
+    inverse=_interp_inv,
+    density=_interp_density,
+    validate=_check_interpolated,
+)
 def _cosine_interpolated(t, image_size=64.0, noise_d_low=32.0, noise_d_high=None):
     """simple diffusion (Hoogeboom et al. 2023): λ = t·λ_d(low) + (1 − t)·λ_d(high).
 
     λ_d(d) = 2·log cot(πt/2) + 2·log(d/image_size); noise_d_high defaults to image_size.
-    No closed-form inverse: t_from_logsnr bisects and density uses autodiff.
+    No closed-form inverse: t_from_logsnr bisects in the folded u = min(t, 1 − t) (one side
+    each, chosen by λ vs λ(½)), and p(λ) = 1/(2π/sin(πu) − 2·log(noise_d_low/noise_d_high)).
     """
-    high = image_size if noise_d_high is None else noise_d_high
-    shift_low = 2.0 * float(np.log(noise_d_low / image_size))
-    shift_high = 2.0 * float(np.log(high / image_size))
-    return _cosine(t) + t * shift_low + (1.0 - t) * shift_high
+    a, b = _interp_shifts(image_size, noise_d_low, noise_d_high)
+    return _cosine(t) + t * a + (1.0 - t) * b

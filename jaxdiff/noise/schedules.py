@@ -1,15 +1,19 @@
 """Noise schedules as maps t ↦ λ(t) = logSNR, with their inverses and densities.
 
-Convention (DESIGN.md): t ∈ [0, 1], t = 0 clean, t = 1 noise; λ = log(α²/σ²) is strictly
+Convention: t ∈ [0, 1], t = 0 clean, t = 1 noise; λ = log(α²/σ²) is strictly
 decreasing in t. With t ~ U(0, 1) a schedule induces the density p(λ) = |dt/dλ| over noise
-levels (Hang et al. 2024, arXiv:2407.03297). λ(t) is clipped to [LOGSNR_MIN, LOGSNR_MAX];
-`t_from_logsnr` and `density` are those of the unclipped formula.
+levels (Hang et al. 2024, arXiv:2407.03297). λ(t) is clipped to the schedule's range
+[lo, hi] = [max(LOGSNR_MIN, inf formula), min(LOGSNR_MAX, sup formula)] (`logsnr_range`);
+`t_from_logsnr` and `density` are those of the unclipped formula, so λ(U) is the continuous
+density `density` on (lo, hi) plus two atoms, of masses 1 − t(lo) at lo and t(hi) at hi
+(`clip_masses`, e.g. 3.2% in all for the Cauchy schedule).
 
 Every schedule is registered under a name with one function `formula(t, **params) -> λ`
 (finite and strictly decreasing on the open interval (0, 1)). A closed-form inverse and
 density may be given; otherwise the inverse is a jit-able bisection and the density is
 1/|dλ/dt| at t(λ) through `jax.jvp`. The built-in formulas live in
-`jaxdiff.noise.schedule_library`, imported (and so registered) at the end of this module.
+`jaxdiff.noise.schedule_library`, `schedule_chen` (Chen 2023) and `ddpm` (the linear-β DDPM),
+imported (and so registered) at the end of this module.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class _Entry:
     density: Callable[..., jax.Array] | None
     validate: Callable[..., None] | None
     defaults: dict[str, Any]
+    logsnr_range: Callable[..., tuple[float, float]] | None = None
+    closed: bool = False
 
 
 _SCHEDULES: dict[str, _Entry] = {}
@@ -148,15 +154,53 @@ class Schedule:
     def _formula(self, t: jax.Array) -> jax.Array:
         return self._entry.formula(t, **self.params)
 
+    @property
+    def logsnr_range(self) -> tuple[float, float]:
+        """(lo, hi): λ(1) and λ(0), the clip bounds of λ(t), shift included.
+
+        lo = max(−20, inf formula) and hi = min(20, sup formula): (−20, 20) for schedules
+        that reach ±∞, the formula's own limits otherwise (e.g. `ddpm_linear`, or
+        logit(clip_min) for Chen's schedules with clip_min > 2e−9).
+        """
+        lo, hi = self._bounds()
+        return lo + self.shift, hi + self.shift
+
+    def _bounds(self) -> tuple[float, float]:
+        f_lo, f_hi = (-np.inf, np.inf)
+        if self._entry.logsnr_range is not None:
+            f_lo, f_hi = self._entry.logsnr_range(**self.params)
+        return max(LOGSNR_MIN, float(f_lo)), min(LOGSNR_MAX, float(f_hi))
+
+    def clip_masses(self) -> tuple[float, float]:
+        """(P(λ = lo), P(λ = hi)) for t ~ U(0, 1): the atoms the clip puts at `logsnr_range`.
+
+        P(λ = hi) = t(hi) and P(λ = lo) = 1 − t(lo) of the unclipped formula, computed once in
+        float64 on the host (a tail below 1e−6 by integrating `density` below lo instead, so
+        tiny lower tails keep their relative accuracy); (0, 0) for a `closed` schedule, whose
+        formula reaches its range without clipping. Python floats, usable inside jit.
+        """
+        return _clip_masses(dataclasses.replace(self, shift=0.0))
+
     def logsnr(self, t: jax.typing.ArrayLike) -> jax.Array:
-        """λ(t) = clip(formula(t), −20, 20) + shift; λ(0) = 20 + shift, λ(1) = −20 + shift."""
+        """λ(t) = clip(formula(t), lo, hi) + shift, (lo, hi) = `logsnr_range`.
+
+        λ(0) = hi and λ(1) = lo exactly ((20, −20) for schedules reaching ±∞); the derivative
+        is 0 where the clip applies (a one-sided 0 at t = 0 and 1 for those schedules).
+        """
         _check_unit_interval(t)
         t = _as_float(t)
-        at_zero, at_one = t <= 0.0, t >= 1.0
-        t_safe = jnp.where(at_zero | at_one, jnp.asarray(0.5, t.dtype), t)
-        lam = self._formula(t_safe)
-        lam = jnp.where(at_zero, LOGSNR_MAX, jnp.where(at_one, LOGSNR_MIN, lam))
-        return jnp.clip(lam, LOGSNR_MIN, LOGSNR_MAX) + self.shift
+        lo, hi = self._bounds()
+        if self._entry.closed:  # finite with a finite derivative on [0, 1]: evaluate there
+            lam = self._formula(t)
+        else:
+            at_zero, at_one = t <= 0.0, t >= 1.0
+            t_safe = jnp.where(at_zero | at_one, jnp.asarray(0.5, t.dtype), t)
+            lam = self._formula(t_safe)
+            lam = jnp.where(at_zero, hi, jnp.where(at_one, lo, lam))
+        # A where-clip, not jnp.clip: at a tie (t = 0 of a closed schedule) the gradient
+        # stays the formula's instead of being halved.
+        lam = jnp.where(lam > hi, hi, jnp.where(lam < lo, lo, lam)).astype(t.dtype)
+        return lam + self.shift
 
     def t_from_logsnr(self, lam: jax.typing.ArrayLike) -> jax.Array:
         """Inverse of the (unclipped) formula: t with λ(t) = lam; values in [0, 1]."""
@@ -185,19 +229,49 @@ class Schedule:
         return jnp.where(jnp.isfinite(dens), dens, 0.0)
 
 
+_SMALL_TAIL = 1e-6
+
+
+def _lower_tail_integral(schedule: Schedule, lo: float) -> float:
+    """∫_{−∞}^{lo} density dλ in float64 (midpoints of sinh-spaced panels out to lo − 1e6)."""
+    u = np.linspace(0.0, np.arcsinh(1e6), 20_001)
+    mid, du = 0.5 * (u[1:] + u[:-1]), u[1] - u[0]
+    dens = np.asarray(jax.jit(schedule.density)(lo - np.sinh(mid)), np.float64)
+    return float(np.sum(dens * np.cosh(mid)) * du)
+
+
+@functools.lru_cache(maxsize=512)
+def _clip_masses(schedule: Schedule) -> tuple[float, float]:
+    if schedule._entry.closed:  # strictly decreasing on [0, 1]: nothing is clipped
+        return 0.0, 0.0
+    lo, hi = schedule.logsnr_range
+    with jax.ensure_compile_time_eval(), jax.enable_x64(True):
+        t_of = jax.jit(schedule.t_from_logsnr)
+        t = np.asarray(t_of(np.array([lo, hi], np.float64)), np.float64)
+        m_lo = 1.0 - float(t[0])
+        if m_lo < _SMALL_TAIL:
+            m_lo = _lower_tail_integral(schedule, lo)
+    return max(m_lo, 0.0), max(float(t[1]), 0.0)
+
+
 def register_schedule(
     name: str,
     *,
     inverse: Callable[..., jax.Array] | None = None,
     density: Callable[..., jax.Array] | None = None,
     validate: Callable[..., None] | None = None,
+    logsnr_range: Callable[..., tuple[float, float]] | None = None,
+    closed: bool = False,
 ) -> Callable[[Callable[..., jax.Array]], Callable[..., jax.Array]]:
     """Decorator registering `formula(t, **params) -> λ` as schedule `name`.
 
     The formula must be elementwise, finite and strictly decreasing on (0, 1); its keyword
     parameters with defaults become the schedule's parameters. Without `inverse` the inverse
     is a jit-able bisection; without `density` it is |d inverse/dλ| (autodiff). `validate`
-    (called with all parameters) raises ValueError for bad values. Duplicate names raise.
+    (called with all parameters) raises ValueError for bad values. `logsnr_range(**params)`
+    gives (inf, sup) of the formula on (0, 1) when finite (default (−inf, inf)); `closed=True`
+    says the formula is finite and differentiable at t = 0 and 1, so λ(0), λ(1) and their
+    one-sided derivatives come from it. Duplicate names raise.
     """
 
     def decorator(formula: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
@@ -209,7 +283,9 @@ def register_schedule(
             for p in list(sig.parameters.values())[1:]
             if p.default is not inspect.Parameter.empty
         }
-        _SCHEDULES[name] = _Entry(formula, inverse, density, validate, defaults)
+        _SCHEDULES[name] = _Entry(
+            formula, inverse, density, validate, defaults, logsnr_range, bool(closed)
+        )
         return formula
 
     return decorator
@@ -249,6 +325,8 @@ def get_schedule(name: str, **params: Any) -> Schedule:
     return Schedule(name=name, params=FrozenParams(full))
 
 
-# Register the built-in schedules. Imported last: the library imports `register_schedule`
+# Register the built-in schedules. Imported last: these modules import `register_schedule`
 # from this (by then fully defined) module.
+from jaxdiff.noise import ddpm as _ddpm  # noqa: E402, F401
+from jaxdiff.noise import schedule_chen as _schedule_chen  # noqa: E402, F401
 from jaxdiff.noise import schedule_library as _schedule_library  # noqa: E402, F401

@@ -50,14 +50,24 @@ def guided_prediction(
     return jnp.where(inside, guided, cond)
 
 
+def _doubled(x, lam, y, null_label):
+    """The [cond; uncond] rows of one batched network call."""
+    y2 = jnp.concatenate([y, jnp.full_like(y, null_label)])
+    return jnp.concatenate([x, x]), jnp.concatenate([lam, lam]), y2
+
+
 def _cfg_apply(model_fn, y, null_label, scale, lam_lo, lam_hi, channels, x, lam):
     """One batched network call on [cond; uncond] rows, then ``guided_prediction``."""
-    batch = x.shape[0]
-    x2 = jnp.concatenate([x, x])
-    lam2 = jnp.concatenate([lam, lam])
-    y2 = jnp.concatenate([y, jnp.full_like(y, null_label)])
-    out = model_fn(x2, lam2, y2)
-    return guided_prediction(out[:batch], out[batch:], lam, scale, lam_lo, lam_hi, channels)
+    out = model_fn(*_doubled(x, lam, y, null_label))
+    cond, uncond = jnp.split(out, 2)
+    return guided_prediction(cond, uncond, lam, scale, lam_lo, lam_hi, channels)
+
+
+def _cfg_apply_carry(model_fn, y, null_label, scale, lam_lo, lam_hi, channels, x, lam, carry):
+    """As `_cfg_apply` for a stateful network: the carry holds both rows' states."""
+    out, carry = model_fn(*_doubled(x, lam, y, null_label), carry)
+    cond, uncond = jnp.split(out, 2)
+    return guided_prediction(cond, uncond, lam, scale, lam_lo, lam_hi, channels), carry
 
 
 def cfg_denoise_fn(
@@ -67,6 +77,7 @@ def cfg_denoise_fn(
     scale: float,
     lam_interval: tuple[float, float] | None = None,
     channels: int | None = None,
+    with_carry: bool = False,
 ) -> Partial:
     """A guided ``denoise_fn(x, lam)`` for ``jaxdiff.sampling.sample``.
 
@@ -80,6 +91,10 @@ def cfg_denoise_fn(
       lam_interval: optional (lam_lo, lam_hi); guidance only for λ inside, else conditional.
       channels: None (guide every output channel) or k: guide only the first k channels
         (the mean of a learned-variance network; 3 for the official DiT's quirk).
+      with_carry: a stateful network (the model protocol's ``sample_apply``):
+        ``model_fn(x, lam, y, carry) -> (prediction, carry)`` and the result is
+        ``denoise_fn(x, lam, carry) -> (guided, carry)``, the carry covering the 2B rows
+        (start it from ``model.initial_carry(2 * B)``).
 
     Returns:
       a ``Partial`` (a pytree: y, scale and the interval are data, not compile-time constants).
@@ -100,7 +115,7 @@ def cfg_denoise_fn(
     f32 = lambda v: jnp.asarray(v, jnp.float32)
     channels = None if channels is None else int(channels)
     return Partial(
-        _cfg_apply,
+        _cfg_apply_carry if with_carry else _cfg_apply,
         model_fn,
         y,
         jnp.int32(null_label),

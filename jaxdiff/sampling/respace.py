@@ -8,7 +8,9 @@ at the *original* integer step ``k``. In λ-parameterisation such a step is exac
 our samplers between ``λ_k = log(ᾱ_k / (1 − ᾱ_k))`` and ``λ_k'`` (``1 − γ/γ_next`` is that
 β, the "small" variance the posterior one), so the protocol is ``sample(..., lams=grid)``
 with ``grid = respaced_logsnr("250")``; an official DiT's conditioning map
-(``ddpm_timestep_from_logsnr``) turns each λ back into its integer step exactly.
+(``models.conditioning.ddpm_timestep_from_logsnr``) turns each λ back into its integer step
+exactly. The table is ``jaxdiff.noise.ddpm_linear_logsnr_table``, the continuous schedule
+``noise.get_schedule("ddpm_linear")`` (usable for training); this module needs only ``noise``.
 
 ``section_counts`` follows the convention of the official code: a comma-separated list of
 step counts, one per equal section of the 1000 steps (``"250"``, ``"10,15,20"``), or
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxdiff.models.conditioning import ddpm_linear_logsnr_table
+from jaxdiff.noise import ddpm_linear_alphas_cumprod, ddpm_linear_logsnr_table
 
 NUM_TRAIN_STEPS = 1000
 # `sampling.schedule` value naming the respaced grid of this module (the official DiT grid).
@@ -93,9 +95,7 @@ def respaced_betas(
     beta_end: float = 0.02,
 ) -> np.ndarray:
     """β of the respaced process in ascending step order: ``1 − ᾱ_k / ᾱ_prev`` (float64)."""
-    alphas_cumprod = np.cumprod(
-        1.0 - np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64)
-    )
+    alphas_cumprod = ddpm_linear_alphas_cumprod(num_timesteps, beta_start, beta_end)
     kept = space_timesteps(num_timesteps, section_counts)
     prev = np.concatenate([[1.0], alphas_cumprod[kept][:-1]])
     return 1.0 - alphas_cumprod[kept] / prev

@@ -1,5 +1,10 @@
 """Everything built from a config before training: mesh, model, noise spec, optimizer,
-state shardings and the jitted train step. Shared by training, sampling and evaluation."""
+state shardings and the jitted train step. Shared by training, sampling and evaluation.
+
+An :class:`Experiment` is immutable and built whole by :func:`build_experiment`. Compiled
+samplers and decoders are kept in its explicit ``cache`` (a dict owned by the experiment,
+keyed by what they depend on), so they live exactly as long as the experiment.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +17,20 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from jaxdiff import models, noise
 from jaxdiff.diffusion import NoiseSpec, make_noise_spec
-from jaxdiff.training import config as config_lib
 from jaxdiff.training import sharding
+from jaxdiff.training.config import noise_config
 from jaxdiff.training.optim import learning_rate_schedule, make_optimizer
 from jaxdiff.training.state import TrainState, create_train_state
-from jaxdiff.training.step import bind_train_step, jit_train_step, make_apply_fn
+from jaxdiff.training.step import bind_train_step, jit_train_step, weighting_optimizer
+from jaxdiff.training.validate import validate_config
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Experiment:
+    """The built pieces of one config (see the module docstring)."""
+
     config: Any
     mesh: Mesh
     model: Any
@@ -31,7 +40,9 @@ class Experiment:
     apply_fn: Any
     abstract_state: TrainState
     state_shardings: Any
-    root_rng: jax.Array  # raw key data, replicated
+    root_rng: jax.Array  # raw key data of key(seed), replicated
+    train_step: Any  # jitted, sharded train_step(state, batch, rng) -> (state, metrics)
+    cache: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -39,82 +50,90 @@ class Experiment:
 
     def init_state(self) -> TrainState:
         """A fresh, sharded train state (params initialised from ``seed``)."""
-        return jax.jit(self._init_fn, out_shardings=self.state_shardings)()
-
-    def _init_fn(self) -> TrainState:
-        c = self.config
-        init_key = jax.random.fold_in(jax.random.key(c.seed), 0x1A17)
-        x = jnp.zeros((1, c.data.image_size, c.data.image_size, c.data.channels), jnp.float32)
-        cond = jnp.zeros((1,), jnp.float32)
-        y = jnp.zeros((1,), jnp.int32)
-        k1, k2 = jax.random.split(init_key)
-        params = self.model.init({"params": k1, "dropout": k2}, x, cond, y)["params"]
-        sampler_state = self.spec.timestep_sampler.init_state()
-        return create_train_state(
-            params,
-            self.optimizer,
-            len(self.config.ema.decays),
-            sampler_state,
-            _root_key_data(c.seed),
-        )
-
-    @functools.cached_property
-    def train_step(self):
-        """The jitted, sharded ``train_step(state, batch, rng) -> (state, metrics)``."""
-        c = self.config
-        fn = bind_train_step(
-            apply_fn=self.apply_fn,
-            spec=self.spec,
-            optimizer=self.optimizer,
-            lr_schedule=self.lr_schedule,
-            ema_decays=tuple(float(d) for d in c.ema.decays),
-            num_classes=self.num_classes,
-            label_dropout=float(c.train.label_dropout),
-            grad_accum=int(c.optim.grad_accum_steps),
-            skip_nonfinite=c.on_nonfinite == "skip",
-            ema_warmup=bool(c.ema.warmup),
-        )
-        return jit_train_step(fn, self.state_shardings, self.mesh)
+        init = functools.partial(_init_state, self.config, self.model, self.spec, self.optimizer)
+        return jax.jit(init, out_shardings=self.state_shardings)()
 
 
-def _root_key_data(seed: int) -> jax.Array:
+def _init_state(config, model, spec: NoiseSpec, optimizer) -> TrainState:
+    """A fresh train state (pure; jit it with ``out_shardings`` to place it)."""
+    d = config.data
+    init_key = jax.random.fold_in(jax.random.key(config.seed), 0x1A17)
+    x = jnp.zeros((1, d.image_size, d.image_size, d.channels), jnp.float32)
+    cond = jnp.zeros((1,), jnp.float32)
+    y = jnp.zeros((1,), jnp.int32)
+    k1, k2, k_sampler, k_weighting = jax.random.split(init_key, 4)
+    params = model.init({"params": k1, "dropout": k2}, x, cond, y)["params"]
+    x0_shape = (d.batch_size, d.image_size, d.image_size, d.channels)
+    sampler_state = noise.init_sampler_state(spec.timestep_sampler, k_sampler, x0_shape)
+    weighting_state = {}
+    if spec.learned_weighting is not None:
+        u = spec.learned_weighting.init(k_weighting)
+        opt = weighting_optimizer(optimizer, u)
+        weighting_state = {"params": u, "opt": opt.init(u)}
+    return create_train_state(
+        params, optimizer, len(config.ema.decays), sampler_state, weighting_state
+    )
+
+
+def root_key_data(seed: int) -> jax.Array:
+    """The raw data of ``jax.random.key(seed)`` (step keys are ``fold_in(root, step)``)."""
     return jax.random.key_data(jax.random.key(seed))
+
+
+def build_model(config):
+    """The network of a config (``jaxdiff.models.build_model`` with the config's fields)."""
+    return models.build_model(
+        config.model.name,
+        config.model.overrides.to_dict() if config.model.overrides else {},
+        image_size=config.data.image_size,
+        channels=config.data.channels,
+        num_classes=config.data.num_classes,
+        init_from=config.get("init_from", ""),
+    )
 
 
 def build_experiment(config, devices=None) -> Experiment:
     """Validates ``config`` and builds the experiment over ``devices`` (all by default)."""
     devices = list(jax.devices() if devices is None else devices)
-    config_lib.validate_config(config, num_devices=len(devices))
+    validate_config(config, num_devices=len(devices))
     mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes, devices=devices)
-    model = config_lib.build_model(config)
-    spec = make_noise_spec(config_lib.noise_config(config))
+    model = build_model(config)
+    spec = make_noise_spec(noise_config(config))
     optimizer = make_optimizer(config.optim, config.total_steps)
+    lr_schedule = learning_rate_schedule(config.optim, config.total_steps)
     dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
-    from jaxdiff.models.conditioning import get_cond_fn
-
-    apply_fn = make_apply_fn(
-        model,
-        cond_fn=get_cond_fn(getattr(model, "conditioning", "logsnr")),
-        is_rin=config_lib.is_rin(config),
-        self_cond_rate=float(config.train.self_cond_rate),
-        compute_dtype=dtype,
+    apply_fn = models.make_apply_fn(
+        model, self_cond_rate=float(config.train.self_cond_rate), compute_dtype=dtype
     )
-    exp = Experiment(
+    abstract_state = jax.eval_shape(functools.partial(_init_state, config, model, spec, optimizer))
+    state_shardings = sharding.shardings_for(
+        abstract_state,
+        mesh,
+        rules=[tuple(r) for r in config.mesh.partition_rules],
+        min_fsdp_size=int(config.mesh.min_fsdp_size),
+    )
+    step_fn = bind_train_step(
+        apply_fn=apply_fn,
+        spec=spec,
+        optimizer=optimizer,
+        lr_schedule=lr_schedule,
+        ema_decays=tuple(float(d) for d in config.ema.decays),
+        num_classes=int(config.data.num_classes),
+        label_dropout=float(config.train.label_dropout),
+        grad_accum=int(config.optim.grad_accum_steps),
+        skip_nonfinite=config.on_nonfinite == "skip",
+        ema_warmup=bool(config.ema.warmup),
+    )
+    return Experiment(
         config=config,
         mesh=mesh,
         model=model,
         spec=spec,
         optimizer=optimizer,
-        lr_schedule=learning_rate_schedule(config.optim, config.total_steps),
+        lr_schedule=lr_schedule,
         apply_fn=apply_fn,
-        abstract_state=None,
-        state_shardings=None,
-        root_rng=None,
+        abstract_state=abstract_state,
+        state_shardings=state_shardings,
+        root_rng=jax.device_put(root_key_data(config.seed), sharding.replicated(mesh)),
+        train_step=jit_train_step(step_fn, state_shardings, mesh),
     )
-    exp.abstract_state = jax.eval_shape(exp._init_fn)
-    rules = [tuple(r) for r in config.mesh.partition_rules]
-    exp.state_shardings = sharding.shardings_for(
-        exp.abstract_state, mesh, rules=rules, min_fsdp_size=int(config.mesh.min_fsdp_size)
-    )
-    exp.root_rng = jax.device_put(_root_key_data(config.seed), sharding.replicated(mesh))
-    return exp

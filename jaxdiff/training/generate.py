@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 
@@ -10,10 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
+from PIL import Image
 
 from jaxdiff import noise
-from jaxdiff.sampling.respace import DDPM_LINEAR_GRID
-from jaxdiff.training import config as config_lib
+from jaxdiff.models import make_sample_fn, vae
+from jaxdiff.sampling import cfg_denoise_fn, sample
+from jaxdiff.sampling.respace import DDPM_LINEAR_GRID, respaced_logsnr
 from jaxdiff.training.sharding import batch_sharding
 
 
@@ -44,8 +45,6 @@ def sampling_grid(config, steps: int) -> dict:
     respaced to ``steps`` steps, ``respace.respaced_logsnr(str(steps))``)."""
     name = config.sampling.schedule
     if name == DDPM_LINEAR_GRID:
-        from jaxdiff.sampling.respace import respaced_logsnr
-
         return dict(schedule=None, lams=respaced_logsnr(str(steps)))
     return dict(schedule=noise.get_schedule(name), lams=None)
 
@@ -59,34 +58,29 @@ def guidance_channels(config, model) -> int | None:
     return int(config.data.channels) if getattr(model, "learn_sigma", False) else None
 
 
-@functools.lru_cache(maxsize=8)
-def _compiled_sampler(exp, batch: int, steps: int):
-    from jaxdiff.models.conditioning import get_cond_fn
-    from jaxdiff.sampling import sample
-    from jaxdiff.sampling.guidance import cfg_denoise_fn
-    from jaxdiff.training.step import make_apply_fn
+def compiled_sampler(exp, batch: int, steps: int):
+    """The jitted ``run(params, key, labels) -> samples`` for ``batch`` samples in ``steps``
+    steps (kept in ``exp.cache``). One path for every model: the model protocol's
+    ``sample_apply`` with its carry (RIN's latents), guided by ``cfg_denoise_fn``."""
+    cache_key = ("sampler", batch, steps)
+    if cache_key not in exp.cache:
+        exp.cache[cache_key] = _build_sampler(exp, batch, steps)
+    return exp.cache[cache_key]
 
+
+def _build_sampler(exp, batch: int, steps: int):
     c = exp.config
     shape = (batch, c.data.image_size, c.data.image_size, c.data.channels)
     grid = sampling_grid(c, steps)
     kwargs = _sampling_kwargs(c)
     scale = float(c.sampling.guidance_scale)
     shard = batch_sharding(exp.mesh) if batch % exp.mesh.size == 0 else None
-    apply_fn = exp.apply_fn
-    if c.sampling.variance == "learned":  # keep the network's variance channels
-        cond_fn = get_cond_fn(getattr(exp.model, "conditioning", "logsnr"))
-        apply_fn = make_apply_fn(exp.model, cond_fn=cond_fn, keep_variance=True)
+    keep_variance = c.sampling.variance == "learned"
+    guided = scale != 1.0
 
     def run(params, key, labels):
-        if config_lib.is_rin(c):  # latent self-conditioning: latents carried across steps
-            denoise, carry = _rin_denoiser(exp, params, labels, scale, _guidance_interval(c))
-            return sample(key, denoise, shape, steps=steps, sharding=shard, carry=carry,
-                          **grid, **kwargs)  # fmt: skip
-
-        def model_fn(x, lam, y):
-            return apply_fn(params, x, lam, y, jax.random.key(0), False)
-
-        if scale != 1.0:
+        model_fn = make_sample_fn(exp.model, params, keep_variance=keep_variance)
+        if guided:
             denoise = cfg_denoise_fn(
                 model_fn,
                 labels,
@@ -94,68 +88,37 @@ def _compiled_sampler(exp, batch: int, steps: int):
                 scale,
                 _guidance_interval(c),
                 channels=guidance_channels(c, exp.model),
+                with_carry=True,
             )
         else:
-            denoise = lambda x, lam: model_fn(x, lam, labels)
-        return sample(key, denoise, shape, steps=steps, sharding=shard, **grid, **kwargs)
+            denoise = lambda x, lam, carry: model_fn(x, lam, labels, carry)
+        carry = exp.model.initial_carry(2 * batch if guided else batch)
+        return sample(key, denoise, shape, steps=steps, sharding=shard, carry=carry,
+                      **grid, **kwargs)  # fmt: skip
 
     return jax.jit(run)
 
 
-def _rin_denoiser(exp, params, labels, scale: float, interval):
-    """``(denoise(x, lam, latents) -> (prediction, latents), initial latents)`` for RIN.
-
-    Each evaluation feeds back the latents of the previous one (RIN's self-conditioning at
-    sampling); with guidance the conditional and null rows keep one latent state each.
-    """
-    from jaxdiff.models.conditioning import get_cond_fn
-    from jaxdiff.models.rin import rin_initial_latents, rin_sampling_apply
-    from jaxdiff.sampling.guidance import guided_prediction
-
-    cond_fn = get_cond_fn(getattr(exp.model, "conditioning", "logsnr"))
-    channels, batch = exp.config.data.channels, labels.shape[0]
-
-    def model_fn(x, lam, y, latents):
-        variables = {"params": params}
-        out, latents = rin_sampling_apply(exp.model, variables, x, cond_fn(lam), y, latents)
-        return out[..., :channels].astype(jnp.float32), latents
-
-    if scale == 1.0:
-        denoise = lambda x, lam, latents: model_fn(x, lam, labels, latents)
-        return denoise, rin_initial_latents(exp.model, batch)
-    lo, hi = interval if interval is not None else (-jnp.inf, jnp.inf)
-    null = jnp.full_like(labels, exp.num_classes)
-
-    def guided(x, lam, latents):
-        out, latents = model_fn(
-            jnp.concatenate([x, x]),
-            jnp.concatenate([lam, lam]),
-            jnp.concatenate([labels, null]),
-            latents,
-        )
-        return guided_prediction(out[:batch], out[batch:], lam, scale, lo, hi), latents
-
-    return guided, rin_initial_latents(exp.model, 2 * batch)
+def _decoder(exp):
+    """A jitted ``z -> image`` of the autoencoder ``data.vae`` (kept in ``exp.cache``)."""
+    d = exp.config.data
+    cache_key = ("decoder", d.vae, float(d.latent_scale))
+    if cache_key not in exp.cache:
+        ae, variables = vae.load_vae(d.vae)
+        scale = float(d.latent_scale)
+        exp.cache[cache_key] = jax.jit(lambda z: ae.apply(variables, z / scale, method="decode"))
+    return exp.cache[cache_key]
 
 
-@functools.lru_cache(maxsize=2)
-def _decoder(path: str, latent_scale: float):
-    """A jitted ``z -> image`` of the autoencoder at ``path`` (latents scaled by latent_scale)."""
-    from jaxdiff.models import vae
-
-    ae, variables = vae.load_vae(path)
-    return jax.jit(lambda z: ae.apply(variables, z / latent_scale, method="decode"))
-
-
-def decode_latents(config, z: jax.Array) -> jax.Array:
+def decode_latents(exp, z: jax.Array) -> jax.Array:
     """Images in [-1, 1] from sampled latents (``data.kind == "latent"``).
 
     With ``data.vae`` (a diffusers-layout or converted VAE dir) the latents are decoded
     (z / data.latent_scale, then the decoder). Without it, a preview: the first three latent
     channels squashed into [-1, 1] (tanh), so training grids still show something.
     """
-    if config.data.get("vae"):
-        return jnp.clip(_decoder(config.data.vae, float(config.data.latent_scale))(z), -1.0, 1.0)
+    if exp.config.data.get("vae"):
+        return jnp.clip(_decoder(exp)(z), -1.0, 1.0)
     return jnp.tanh(z[..., :3])
 
 
@@ -164,10 +127,10 @@ def sample_images(exp, params, key, labels, steps: int | None = None) -> np.ndar
     on every host."""
     steps = int(steps or exp.config.sampling.steps)
     labels = jnp.asarray(labels, jnp.int32)
-    fn = _compiled_sampler(exp, int(labels.shape[0]), steps)
+    fn = compiled_sampler(exp, int(labels.shape[0]), steps)
     out = fn(params, key, labels)
     if exp.config.data.get("kind", "image") == "latent":
-        out = decode_latents(exp.config, out)
+        out = decode_latents(exp, out)
     if jax.process_count() > 1:
         out = multihost_utils.process_allgather(out, tiled=True)
     return np.asarray(out)
@@ -213,8 +176,6 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 def save_grid(images: np.ndarray, path: str, ncols: int | None = None, pad: int = 1) -> str:
     """Writes a PNG grid of images (N, H, W, C), C in {1, 3}: floats in [-1, 1] or uint8."""
-    from PIL import Image
-
     imgs = images if images.dtype == np.uint8 else to_uint8(images)
     n, h, w, ch = imgs.shape
     ncols = ncols or int(math.ceil(math.sqrt(n)))

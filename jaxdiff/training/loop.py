@@ -375,7 +375,7 @@ class _Run:
         c = self.exp.config
         scores = evaluate_digits(self.exp, state, self.workdir)
         self.last_eval = {k: float(v) for k, v in scores.items()}
-        settings = sampling_settings(c, int(c.eval.digits_num_samples), mode="train")
+        settings = sampling_settings(c, int(c.eval.quality_num_samples), mode="train")
         self.logs.write(step, scores, settings=settings)
         if jax.process_index() == 0:
             text = ", ".join(f"{k.removeprefix('eval/')} {v:.4g}" for k, v in scores.items())

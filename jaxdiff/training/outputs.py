@@ -143,7 +143,7 @@ def evaluate_digits(
     from jaxdiff.evaluation.digits_metric import DigitsMetric
 
     c = exp.config
-    num = int(num or c.eval.digits_num_samples)
+    num = int(num or c.eval.quality_num_samples)
     metric = DigitsMetric.create(c.data.image_size, c.data.channels, os.path.join(workdir, "cache"))
     key = jax.random.fold_in(jax.random.key(c.seed), 0xE7A1)
     params = generate.sampling_params(state, c)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxdiff.training.config import base_config
+from jaxdiff.training.config import apply_variant, base_config, make_tiny, parse_variant
 
 
 def long_run(total_steps: int, keep_every: int = 50_000) -> ml_collections.ConfigDict:
@@ -32,7 +32,7 @@ def imagenet_data(c: ml_collections.ConfigDict, name: str, image_size: int, batc
 
 
 def rin_recipe(c: ml_collections.ConfigDict, lr: float) -> None:
-    """The official RIN / Chen 2023 recipe (pix2seq configs; REFERENCES.md): ε-prediction,
+    """The official RIN / Chen 2023 recipe (google-research/pix2seq configs): ε-prediction,
     variance-normalised input, LAMB (wd 1e-2, β2 0.999, 10K warm-up, cosine decay), EMA
     0.9999, latent self-conditioning 0.9, DDPM sampling on a cosine inference schedule."""
     c.noise.normalize_input = True
@@ -62,3 +62,17 @@ def dit_recipe(c: ml_collections.ConfigDict) -> None:
     c.ema.decays = (0.9999,)
     c.train.label_dropout = 0.1
     c.sampling.guidance_scale = 1.5
+
+
+def chen_imagenet_rin(arg: str | None, image_size: int) -> ml_collections.ConfigDict:
+    """Chen 2023's RIN on ImageNet at 128 or 256 px with input scaling (b = 0.5 to sweep),
+    the ImageNet-64 optimiser and sampling; ``arg`` holds the common variants."""
+    v = parse_variant(arg)
+    c = long_run(150_000)
+    imagenet_data(c, "imagenet2012", image_size=image_size, batch=1024)
+    c.model.name = f"RIN-imagenet{image_size}"
+    rin_recipe(c, lr=2e-3)
+    c.noise.schedule = "linear"
+    c.noise.input_scale = 0.5
+    tiny = f"RIN-imagenet{image_size}-tiny"
+    return apply_variant(c, v, lambda c: make_tiny(c, tiny, image_size=32))

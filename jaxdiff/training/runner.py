@@ -105,7 +105,7 @@ def evaluate(
         raise ValueError("evaluate: give --fid_stats=REF.npz (and --inception_weights) for FID")
     exp, state, step = outputs.restore_for_inference(config, workdir)
     results = {}
-    num_digits = int(num_samples or config.eval.digits_num_samples)
+    num_digits = int(num_samples or config.eval.quality_num_samples)
     num_fid = int(num_samples or config.eval.num_samples)
     if config.data.name == "digits":
         with _progress(num_digits, "evaluate digits") as bar:

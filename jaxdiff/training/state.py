@@ -1,4 +1,4 @@
-"""The train state: step, params, EMA params, optimizer state, timestep-sampler state, RNG."""
+"""The train state: step, params, EMA params, optimizer state, timestep-sampler state."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ import jax.numpy as jnp
 class TrainState:
     """Everything a resumed run needs besides the data position.
 
-    ``ema`` is a tuple aligned with ``config.ema.decays``. ``rng`` is the root key's raw
-    data (uint32); step keys are ``fold_in(root, step)``.
+    ``ema`` is a tuple aligned with ``config.ema.decays``. ``sampler_state`` is a stateful
+    timestep sampler's (``{}`` otherwise); ``weighting_state`` holds a learned weighting's
+    parameters and their optimizer state (``{"params", "opt"}``, ``{}`` without one), trained
+    with the model. Randomness is not state: step
+    keys are ``fold_in(key(seed), step)``, so a resumed run draws what an uninterrupted one
+    would.
     """
 
     step: jax.Array
@@ -22,10 +26,12 @@ class TrainState:
     ema: tuple
     opt_state: Any
     sampler_state: Any
-    rng: jax.Array
+    weighting_state: Any
 
 
-def create_train_state(params, optimizer, num_ema: int, sampler_state, rng) -> TrainState:
+def create_train_state(
+    params, optimizer, num_ema: int, sampler_state, weighting_state=None
+) -> TrainState:
     """A fresh state (a pure function: jit it with ``out_shardings`` to place it)."""
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -33,7 +39,7 @@ def create_train_state(params, optimizer, num_ema: int, sampler_state, rng) -> T
         ema=tuple(jax.tree_util.tree_map(jnp.copy, params) for _ in range(num_ema)),
         opt_state=optimizer.init(params),
         sampler_state=sampler_state,
-        rng=rng,
+        weighting_state={} if weighting_state is None else weighting_state,
     )
 
 

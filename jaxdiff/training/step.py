@@ -1,4 +1,8 @@
-"""The pure train step and the network-application wrapper it differentiates."""
+"""The pure train step: draw noise levels, differentiate the diffusion loss, update.
+
+The network is applied through ``apply_fn(params, x_t, lam, y, key, train)``
+(`jaxdiff.models.make_apply_fn`, the model protocol), so the step knows no model by name.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdiff import noise
 from jaxdiff.diffusion import NoiseSpec, diffusion_loss
-from jaxdiff.models.conditioning import logsnr_to_cond
+from jaxdiff.training.sharding import batch_sharding, replicated
 from jaxdiff.training.state import TrainState, update_ema
 
 # Fixed λ-bins for the per-noise-level loss: edges at -20, -18, ..., 20.
@@ -19,75 +24,25 @@ LAM_BIN_EDGES = tuple(float(e) for e in range(-20, 21, 2))
 ApplyFn = Callable[..., jax.Array]
 
 
-def make_apply_fn(
-    model,
-    *,
-    is_rin: bool = False,
-    self_cond_rate: float = 0.9,
-    compute_dtype=jnp.float32,
-    cond_fn=None,
-    keep_variance: bool = False,
-) -> ApplyFn:
-    """``apply(params, x_t, lam, y, key, train) -> prediction`` (float32).
-
-    Maps λ to the network's conditioning (``logsnr_to_cond`` by default), optionally runs
-    the network in bf16 with float32 params, and for RIN performs latent self-conditioning
-    (two passes, the first under ``stop_gradient``, chosen by a Bernoulli draw) in training.
-    A learned-σ network (official DiT) returns 2C channels; the first C are kept unless
-    ``keep_variance`` (sampling with ``variance="learned"``).
-    """
-    cond_fn = logsnr_to_cond if cond_fn is None else cond_fn
-
-    def apply(params, x_t, lam, y, key, train):
-        cond = cond_fn(lam)
-        if compute_dtype != jnp.float32:
-            params = jax.tree_util.tree_map(lambda p: p.astype(compute_dtype), params)
-            x_t = x_t.astype(compute_dtype)
-        variables = {"params": params}
-        k_sc, k_drop = jax.random.split(key)
-        if is_rin:
-            from jaxdiff.models.rin import rin_self_conditioned_apply
-
-            rate = self_cond_rate if train else 0.0
-            out = rin_self_conditioned_apply(
-                model,
-                variables,
-                x_t,
-                cond,
-                y,
-                k_sc,
-                rate=rate,
-                train=train,
-                rngs={"dropout": k_drop},
-            )
-            out = out[0] if isinstance(out, tuple) else out
-        else:
-            out = model.apply(variables, x_t, cond, y, train=train, rngs={"dropout": k_drop})
-        # Learned-σ checkpoints (official DiT) output 2C channels: the first C are the mean.
-        if not keep_variance:
-            out = out[..., : x_t.shape[-1]]
-        return out.astype(jnp.float32)
-
-    return apply
-
-
 def _bin_stats(values, lam, edges):
     idx = jnp.clip(jnp.searchsorted(jnp.asarray(edges), lam, side="right") - 1, 0, len(edges) - 2)
     onehot = jax.nn.one_hot(idx, len(edges) - 1, dtype=jnp.float32)
     return onehot.T @ values.astype(jnp.float32), onehot.sum(0)
 
 
-def _grads(params, images, labels, key, *, apply_fn, spec, sampler_state, grad_accum):
-    """Loss, aux and gradients; with ``grad_accum`` > 1 over interleaved micro-batches."""
+def _grads(trainable, images, labels, key, *, apply_fn, spec, sampler_state, grad_accum):
+    """Loss, aux and gradients of ``trainable = (params, weighting params)``; with
+    ``grad_accum`` > 1 over interleaved micro-batches."""
 
-    def loss_fn(p, x0, y, k):
+    def loss_fn(tp, x0, y, k):
+        params, weighting_params = tp
         k_noise, k_model = jax.random.split(k)
-        denoise = lambda x_t, lam: apply_fn(p, x_t, lam, y, k_model, True)
-        return diffusion_loss(denoise, x0, k_noise, spec, sampler_state)
+        denoise = lambda x_t, lam: apply_fn(params, x_t, lam, y, k_model, True)
+        return diffusion_loss(denoise, x0, k_noise, spec, sampler_state, weighting_params)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if grad_accum == 1:
-        return grad_fn(params, images, labels, key)
+        return grad_fn(trainable, images, labels, key)
 
     def micro(x):  # (B, ...) -> (A, B/A, ...), micro-batch i holds rows i, i+A, ...
         return jnp.swapaxes(x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]), 0, 1)
@@ -96,14 +51,66 @@ def _grads(params, images, labels, key, *, apply_fn, spec, sampler_state, grad_a
 
     def body(acc, inp):
         x0, y, k = inp
-        (loss, aux), g = grad_fn(params, x0, y, k)
+        (loss, aux), g = grad_fn(trainable, x0, y, k)
         acc = jax.tree_util.tree_map(lambda a, b: a + b / grad_accum, acc, (loss, g))
         return acc, aux
 
-    zeros = (jnp.zeros((), jnp.float32), jax.tree_util.tree_map(jnp.zeros_like, params))
+    zeros = (jnp.zeros((), jnp.float32), jax.tree_util.tree_map(jnp.zeros_like, trainable))
     (loss, grads), aux = jax.lax.scan(body, zeros, (micro(images), micro(labels), keys))
     aux = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1).reshape(-1, *a.shape[2:]), aux)
     return (loss, aux), grads
+
+
+def weighting_optimizer(optimizer, params) -> optax.GradientTransformation:
+    """The model's optimizer on a learned weighting's trainable parameters (EDM2 trains u with
+    the network's optimizer); its fixed Fourier features are left alone (no weight decay)."""
+    return optax.masked(optimizer, noise.learned_weighting.trainable_mask(params))
+
+
+def _update_weighting(weighting_state, grads, optimizer):
+    if not weighting_state:
+        return weighting_state
+    opt = weighting_optimizer(optimizer, weighting_state["params"])
+    updates, opt_state = opt.update(grads, weighting_state["opt"], weighting_state["params"])
+    return {"params": optax.apply_updates(weighting_state["params"], updates), "opt": opt_state}
+
+
+def x0_error_fn(apply_fn, spec: NoiseSpec):
+    """``x0_error(params, x0, eps, lam, y) -> (N,)``: the mean over dims of (x̂0 − x0)² of the
+    network at the sampler's (unscaled) λ with noise ``eps``, for stateful samplers. The
+    target-space MSE divided by its factor over the x0 MSE (SNR for ε, ...) is the x0 MSE."""
+
+    def x0_error(params, x0, eps, lam, y):
+        x_t = noise.corrupt(x0, eps, lam, scale=spec.input_scale, normalize=spec.normalize_input)
+        lam_eff = noise.effective_logsnr(lam, spec.input_scale)
+        pred = apply_fn(params, x_t, lam_eff, y, jax.random.key(0), False)
+        target = noise.make_target(x0, eps, lam_eff, spec.target)
+        mse = jnp.mean(jnp.square(pred - target), axis=tuple(range(1, x0.ndim)))
+        return mse * jnp.exp(-noise.log_target_factor(lam_eff, spec.target))
+
+    return x0_error
+
+
+def _update_sampler(state, params, images, labels, aux, key, *, apply_fn, spec):
+    """A stateful sampler's update after the optimizer step: (sampler state, metrics)."""
+    sampler = spec.timestep_sampler
+    if not sampler.stateful:
+        return state.sampler_state, {}
+    ctx = noise.SamplerContext(
+        step=state.step,
+        key=key,
+        x0=images,
+        labels=labels,
+        lam=aux["sampler_lam"],
+        info=aux["sampler_info"],
+        loss_per_example=aux["loss_per_example"],
+        mse=aux["mse"],
+        params_before=state.params,
+        params_after=params,
+        x0_error=x0_error_fn(apply_fn, spec),
+    )
+    sampler_state, metrics = sampler.update(state.sampler_state, ctx)
+    return sampler_state, {f"sampler/{k}": v for k, v in metrics.items()}
 
 
 def train_step(
@@ -123,15 +130,16 @@ def train_step(
     ema_warmup: bool = True,
 ) -> tuple[TrainState, dict]:
     """One optimisation step (pure). ``rng`` is the root key's data; the step key is
-    ``fold_in(root, step)``, split into label-dropout and loss keys."""
+    ``fold_in(root, step)``, split into label-dropout, loss and sampler-update keys."""
     key = jax.random.fold_in(jax.random.wrap_key_data(rng), state.step)
     k_label, k_loss = jax.random.split(key)
     labels = batch["label"].astype(jnp.int32)
     drop = jax.random.bernoulli(k_label, label_dropout, labels.shape)
     labels = jnp.where(drop, num_classes, labels)
 
-    (loss, aux), grads = _grads(
-        state.params,
+    trainable = (state.params, state.weighting_state.get("params", {}))
+    (loss, aux), (grads, weighting_grads) = _grads(
+        trainable,
         batch["image"],
         labels,
         k_loss,
@@ -143,11 +151,17 @@ def train_step(
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    sampler_state, sampler_metrics = _update_sampler(
+        state, params, batch["image"], labels, aux, jax.random.fold_in(key, 0x5A3),
+        apply_fn=apply_fn, spec=spec,
+    )  # fmt: skip
     new = state.replace(
         step=state.step + 1,
         params=params,
         ema=update_ema(state.ema, params, ema_decays, state.step, warmup=ema_warmup),
         opt_state=opt_state,
+        sampler_state=sampler_state,
+        weighting_state=_update_weighting(state.weighting_state, weighting_grads, optimizer),
     )
     # Finite loss, gradient AND new state: an update can overflow the weights (a huge lr)
     # with a finite loss; such a state must never be kept or saved.
@@ -159,6 +173,9 @@ def train_step(
             ema=jax.tree_util.tree_map(keep, new.ema, state.ema),
             opt_state=jax.tree_util.tree_map(keep, new.opt_state, state.opt_state),
             sampler_state=jax.tree_util.tree_map(keep, new.sampler_state, state.sampler_state),
+            weighting_state=jax.tree_util.tree_map(
+                keep, new.weighting_state, state.weighting_state
+            ),
         )
     bin_sum, bin_count = _bin_stats(aux["loss_per_example"], aux["lam"], LAM_BIN_EDGES)
     metrics = {
@@ -170,15 +187,16 @@ def train_step(
         "lam_max": aux["lam"].max(),
         "lam_bin_loss_sum": bin_sum,
         "lam_bin_count": bin_count,
+        **sampler_metrics,
     }
     return new, metrics
 
 
 def _all_finite(state: TrainState) -> jax.Array:
-    """Whether every floating-point value of the params, EMA, optimizer and sampler state is
-    finite (one fused reduction)."""
+    """Whether every floating-point value of the params, EMA, optimizer, sampler and
+    weighting state is finite (one fused reduction)."""
     leaves = jax.tree_util.tree_leaves(
-        (state.params, state.ema, state.opt_state, state.sampler_state)
+        (state.params, state.ema, state.opt_state, state.sampler_state, state.weighting_state)
     )
     flags = [jnp.all(jnp.isfinite(x)) for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
@@ -186,8 +204,6 @@ def _all_finite(state: TrainState) -> jax.Array:
 
 def jit_train_step(step_fn, state_shardings, mesh) -> Callable:
     """jit with explicit shardings: state as given, batch over the batch axes, donated state."""
-    from jaxdiff.training.sharding import batch_sharding, replicated
-
     return jax.jit(
         step_fn,
         in_shardings=(state_shardings, batch_sharding(mesh), replicated(mesh)),

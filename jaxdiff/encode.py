@@ -1,6 +1,6 @@
 """Encode an image dataset with the SD-VAE into a latent dataset (posterior mean and std).
 
-    python -m jaxdiff.data.encode --config=configs/X.py[:variant] --vae=DIR --out=DIR \
+    python -m jaxdiff.encode --config=configs/X.py[:variant] --vae=DIR --out=DIR \
         [--split=train] [--batch_size=64] [--flip] [--chunk_size=1024]
 
 Images come from `make_source(config.data, split)` (decode, ADM/DiT centre crop and resize to
@@ -18,29 +18,24 @@ uninterrupted run, for any P. Read the result with `data.name = "latents"`,
 from __future__ import annotations
 
 import concurrent.futures
-import glob
 import json
 import os
-import uuid
+import sys
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from absl import flags
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from ml_collections import config_flags
+from tqdm import tqdm
 
 from jaxdiff.data import latent_format
 from jaxdiff.data.sources import config_get, make_source
-
-
-def chunk_bounds(chunk: int, chunk_size: int, num_images: int) -> tuple[int, int]:
-    """Source image range [c·K, min((c+1)·K, N)) of chunk c."""
-    return chunk * chunk_size, min((chunk + 1) * chunk_size, num_images)
-
-
-def host_chunks(num_chunks: int, process_index: int, process_count: int) -> list[int]:
-    """Chunks host i of P encodes: c ≡ i (mod P) (strided, so hosts finish together)."""
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} not in [0, {process_count})")
-    return list(range(process_index, num_chunks, process_count))
+from jaxdiff.distributed import init_distributed
+from jaxdiff.models import vae as vae_lib
 
 
 def with_flips(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,10 +59,6 @@ def make_encoder(ae: Any, variables: Any, batch_size: int, devices: Sequence[Any
     `batch_size` is rounded up to a multiple of the device count, and the last batch is
     zero-padded to it so it compiles once. std = exp(logvar / 2).
     """
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
     devices = list(devices or jax.local_devices())
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
@@ -96,43 +87,8 @@ def make_encoder(ae: Any, variables: Any, batch_size: int, devices: Sequence[Any
     return encode
 
 
-def pending_chunks(split_dir: str, num_chunks: int, process_index: int, process_count: int):
-    """This host's chunks without a file yet; removes their partial (killed) temporary files."""
-    todo = []
-    for c in host_chunks(num_chunks, process_index, process_count):
-        path = latent_format.chunk_path(split_dir, c)
-        if not os.path.exists(path):
-            todo.append(c)
-            for stale in glob.glob(glob.escape(path) + ".tmp-*"):
-                os.remove(stale)
-    return todo
-
-
-def write_chunk(path: str, mean: np.ndarray, std: np.ndarray, labels: np.ndarray) -> None:
-    """Write one chunk's records to `path` atomically (temporary file, then rename)."""
-    from array_record.python.array_record_module import ArrayRecordWriter
-
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    writer = ArrayRecordWriter(tmp, "group_size:1")
-    for m, s, y in zip(mean, std, labels, strict=True):
-        writer.write(latent_format.pack_record(m, s, int(y)))
-    writer.close()
-    os.replace(tmp, path)
-
-
-def _write_json_atomic(path: str, obj: dict) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def build_meta(data_config: Any, split: str, ae: Any, num_images: int, image_shape, **kw) -> dict:
     """meta.json contents: everything that fixes the records (so a resume can check it)."""
-    import jax
-
-    from jaxdiff.models import vae as vae_lib
-
     x = jax.ShapeDtypeStruct((1, *image_shape), np.float32)
     params_shape = jax.eval_shape(ae.init, jax.random.key(0), x)
     mean_shape = jax.eval_shape(
@@ -156,19 +112,6 @@ def build_meta(data_config: Any, split: str, ae: Any, num_images: int, image_sha
         "data": data,
     }
     return json.loads(json.dumps(meta))  # normalise tuples etc. as read back from disk
-
-
-def _check_or_write_meta(split_dir: str, meta: dict) -> None:
-    old = latent_format.read_meta(split_dir)
-    if old is None:
-        os.makedirs(split_dir, exist_ok=True)
-        _write_json_atomic(os.path.join(split_dir, latent_format.META_FILE), meta)
-    elif old != meta:
-        diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
-        raise ValueError(
-            f"{split_dir!r} was started with different settings ({diff}); "
-            "resume with the same config/flags or use a fresh --out"
-        )
 
 
 def encode_dataset(
@@ -195,10 +138,6 @@ def encode_dataset(
     after that many (a test hook that simulates a killed run). Process index/count default
     to jax.process_index()/process_count().
     """
-    import jax
-
-    from jaxdiff.models import vae as vae_lib
-
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     if config_get(data_config, "name") == "latents":
@@ -222,8 +161,8 @@ def encode_dataset(
         data_config, split, ae, len(source), image_shape, flip=flip, chunk_size=chunk_size
     )
     split_dir = os.path.join(out_dir, split)
-    _check_or_write_meta(split_dir, meta)
-    todo = pending_chunks(split_dir, meta["num_chunks"], pi, pc)[:max_chunks]
+    latent_format.check_or_write_meta(split_dir, meta)
+    todo = latent_format.pending_chunks(split_dir, meta["num_chunks"], pi, pc)[:max_chunks]
     encode = make_encoder(ae, variables, batch_size)
     _run_chunks(source, encode, split_dir, todo, meta, num_threads, progress)
     return todo
@@ -231,10 +170,8 @@ def encode_dataset(
 
 def _run_chunks(source, encode, split_dir, todo, meta, num_threads, progress) -> None:
     """Load (one chunk ahead, in threads), encode and write each chunk in `todo`."""
-    from tqdm import tqdm
-
     n, k = meta["num_images"], meta["chunk_size"]
-    total = sum(np.diff(chunk_bounds(c, k, n)).item() for c in todo)
+    total = sum(np.diff(latent_format.chunk_bounds(c, k, n)).item() for c in todo)
     bar = tqdm(total=total, unit="img", desc=f"encode {meta['split']}", disable=not progress)
     with (
         concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool,
@@ -242,7 +179,9 @@ def _run_chunks(source, encode, split_dir, todo, meta, num_threads, progress) ->
     ):
 
         def load(i):
-            return ahead.submit(load_images, source, *chunk_bounds(todo[i], k, n), pool)
+            return ahead.submit(
+                load_images, source, *latent_format.chunk_bounds(todo[i], k, n), pool
+            )
 
         future = load(0) if todo else None
         for i, c in enumerate(todo):
@@ -252,55 +191,62 @@ def _run_chunks(source, encode, split_dir, todo, meta, num_threads, progress) ->
             if meta["flip"]:
                 images, labels = with_flips(images, labels)
             mean, std = encode(images)
-            write_chunk(latent_format.chunk_path(split_dir, c), mean, std, labels)
+            latent_format.write_chunk(latent_format.chunk_path(split_dir, c), mean, std, labels)
             bar.update(len(images) // (2 if meta["flip"] else 1))
     bar.close()
 
 
-def main(argv: Sequence[str]) -> None:
-    """absl entry point (flags below)."""
-    del argv
-    import jax
-
-    from jaxdiff.distributed import init_distributed
-
-    init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    written = encode_dataset(
-        FLAGS.config.data,
-        FLAGS.vae,
-        FLAGS.out,
-        split=FLAGS.split,
-        batch_size=FLAGS.batch_size,
-        flip=FLAGS.flip,
-        chunk_size=FLAGS.chunk_size,
-        num_threads=FLAGS.num_threads,
-        dtype=FLAGS.dtype,
-        progress=jax.process_index() == 0 or FLAGS.all_progress,
+def define_flags(argv: Sequence[str]) -> flags.FlagValues:
+    """The command's flags on a fresh ``FlagValues`` (the CLI runs in-process too)."""
+    fv = flags.FlagValues()
+    f = dict(flag_values=fv)
+    config_flags.DEFINE_config_file(
+        "config", None, "Image dataset config (configs/X.py[:v]).", sys_argv=list(argv), **f
     )
-    split_dir = os.path.join(FLAGS.out, FLAGS.split)
+    flags.DEFINE_string("vae", None, "VAE dir (diffusers layout or jaxdiff.models.convert).", **f)
+    flags.DEFINE_string("out", None, "Output directory; the split goes to OUT/<split>/.", **f)
+    flags.DEFINE_string("split", "train", "Split to encode.", **f)
+    flags.DEFINE_integer("batch_size", 64, "Images per encoder call on this host.", **f)
+    flags.DEFINE_bool("flip", False, "Also encode each image's horizontal flip.", **f)
+    flags.DEFINE_integer("chunk_size", 1024, "Source images per chunk file (resume unit).", **f)
+    flags.DEFINE_integer("num_threads", 8, "Image loading threads.", **f)
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "VAE compute dtype.", **f)
+    flags.DEFINE_bool("all_progress", False, "Progress bars on every host, not only host 0.", **f)
+    flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.", **f)
+    flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.", **f)
+    flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.", **f)
+    flags.mark_flags_as_required(["config", "vae", "out"], flag_values=fv)
+    return fv
+
+
+def cli(argv: Sequence[str]) -> int:
+    """``python -m jaxdiff.encode`` for ``argv`` (``argv[0]`` the program); exit status."""
+    fv = define_flags(argv)
+    try:
+        fv(list(argv))
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    init_distributed(fv.coordinator_address, fv.num_processes, fv.process_id)
+    written = encode_dataset(
+        fv.config.data,
+        fv.vae,
+        fv.out,
+        split=fv.split,
+        batch_size=fv.batch_size,
+        flip=fv.flip,
+        chunk_size=fv.chunk_size,
+        num_threads=fv.num_threads,
+        dtype=fv.dtype,
+        progress=jax.process_index() == 0 or fv.all_progress,
+    )
+    split_dir = os.path.join(fv.out, fv.split)
     missing = latent_format.missing_chunks(split_dir, latent_format.read_meta(split_dir))
     print(
         f"host {jax.process_index()}: wrote {len(written)} chunks; {len(missing)} missing overall"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    FLAGS = flags.FLAGS
-    config_flags.DEFINE_config_file("config", None, "Image dataset config (configs/X.py[:v]).")
-    flags.DEFINE_string("vae", None, "VAE dir (diffusers layout or jaxdiff.models.convert).")
-    flags.DEFINE_string("out", None, "Output directory; the split goes to OUT/<split>/.")
-    flags.DEFINE_string("split", "train", "Split to encode.")
-    flags.DEFINE_integer("batch_size", 64, "Images per encoder call on this host.")
-    flags.DEFINE_bool("flip", False, "Also encode each image's horizontal flip.")
-    flags.DEFINE_integer("chunk_size", 1024, "Source images per chunk file (resume unit).")
-    flags.DEFINE_integer("num_threads", 8, "Image loading threads.")
-    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "VAE compute dtype.")
-    flags.DEFINE_bool("all_progress", False, "Progress bars on every host, not only host 0.")
-    flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
-    flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
-    flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
-    flags.mark_flags_as_required(["config", "vae", "out"])
-    app.run(main)
+    sys.exit(cli(sys.argv))

@@ -1,0 +1,37 @@
+"""Run settings shared by the studies that train on the embedded digits at cpu scale.
+
+One place for the step budget, the evaluation cadence and the sample count, so the studies
+that compare noise-level choices on digits are comparable with each other and with the
+README's default run (configs/digits.py, a DiT with 16 tokens at 16 px).
+"""
+
+from __future__ import annotations
+
+DIGITS = "configs/digits.py"
+METRICS = ("eval/digits_fd", "eval/digits_accuracy", "eval/digits_fd_real")
+
+
+def run_flags(steps: int, eval_every: int, samples: int, *, sampling_steps: int = 50) -> tuple:
+    """--config flags: train ``steps`` steps, evaluate every ``eval_every`` steps on
+    ``samples`` class-conditional samples, keep one checkpoint (for resuming), no grids."""
+    return (
+        f"--config.total_steps={steps}",
+        f"--config.eval_every_steps={eval_every}",
+        f"--config.eval.quality_num_samples={samples}",
+        f"--config.checkpoint_every_steps={steps}",
+        "--config.keep_checkpoints=1",
+        "--config.sample_every_steps=0",
+        "--config.log_every_steps=50",
+        f"--config.sampling.steps={sampling_steps}",
+    )
+
+
+SMOKE_FLAGS = (
+    "--config.total_steps=4",
+    "--config.eval_every_steps=2",
+    "--config.eval.quality_num_samples=20",
+    "--config.checkpoint_every_steps=4",
+    "--config.sample_every_steps=0",
+    "--config.log_every_steps=2",
+    "--config.sampling.steps=3",
+)

@@ -1,0 +1,150 @@
+"""Min-SNR-γ (Hang et al. 2023, arXiv 2303.09556): does clamping the loss weight at SNR = γ
+speed up convergence, for ε, x0 and v targets?
+
+Weightings (defined in x0 space, divided per target): snr (the plain ε loss), x0 (constant),
+max_snr (γ = 1), min_snr with γ ∈ {1, 5, 20}, soft_min_snr (γ = 5). The paper reports 3.4×
+faster convergence than the previous weightings. Speed-up here: for each target, the steps the
+baseline weighting needs to reach its own final digits_fd, divided by the steps min_snr
+(γ = 5) needs to reach the same value (from the seed-mean curves). Baselines: the plain loss of
+the target where the grid has it (ε: snr, x0: x0) and for v the truncated SNR max(SNR, 1)
+(max_snr γ = 1), the previous weighting the paper compares v-prediction with.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from experiments import common, digits_grid
+
+STUDY_NAME = "min_snr"
+TARGETS = ("eps", "x0", "v")
+WEIGHTINGS = (  # (cell label, weighting, gamma)
+    ("snr", "snr", None), ("x0", "x0", None), ("max_snr1", "max_snr", 1.0),
+    ("min_snr1", "min_snr", 1.0), ("min_snr5", "min_snr", 5.0), ("min_snr20", "min_snr", 20.0),
+    ("soft_min_snr5", "soft_min_snr", 5.0),
+)  # fmt: skip
+BASELINE = {"eps": "snr", "x0": "x0", "v": "max_snr1"}
+
+
+def _cell(config: str, target: str, label: str, weighting: str, gamma) -> common.Cell:
+    flags = [f"--config.noise.target={target}", f"--config.noise.weighting={weighting}"]
+    if gamma is not None:
+        flags.append(f"--config.noise.weighting_params.gamma={gamma}")
+    return common.Cell((("target", target), ("weighting", label)), config, tuple(flags))
+
+
+def _grid(config, targets, weightings, seeds, common_flags, metrics) -> common.Grid:
+    cells = tuple(_cell(config, t, *w) for t in targets for w in weightings)
+    return common.Grid(cells, tuple(seeds), tuple(common_flags), tuple(metrics))
+
+
+def steps_to_reach(curves: list[dict], cell: str, metric: str, threshold: float) -> float:
+    """First evaluated step at which the seed-mean curve of ``cell`` is ≤ threshold (inf if
+    never)."""
+    by_step: dict = {}
+    for c in curves:
+        if c["cell"] == cell and c["metric"] == metric:
+            by_step.setdefault(c["step"], []).append(c["value"])
+    for step in sorted(by_step):
+        if np.mean(by_step[step]) <= threshold:
+            return float(step)
+    return math.inf
+
+
+def speedups(table: dict, curves: list[dict], metric: str = "eval/digits_fd") -> dict:
+    """target -> (steps of its baseline, steps of min_snr5, speed-up) to the baseline's final
+    mean metric."""
+    out = {}
+    for target in TARGETS:
+        base = f"target={target},weighting={BASELINE[target]}"
+        mine = f"target={target},weighting=min_snr5"
+        if base not in table or mine not in table:
+            continue
+        threshold = table[base][metric][0]
+        a, b = (
+            steps_to_reach(curves, base, metric, threshold),
+            steps_to_reach(curves, mine, metric, threshold),
+        )
+        out[target] = (a, b, a / b if b and math.isfinite(b) else math.nan)
+    return out
+
+
+def conclude(table: dict, curves: list[dict]) -> str:
+    metric = "eval/digits_fd"
+    lines = []
+    for target in TARGETS:
+        cells = [f"target={target},weighting={w[0]}" for w in WEIGHTINGS]
+        best, ties = common.best_cell(table, metric, cells)
+        if best is None:
+            continue
+        lines.append(
+            f"- target {target}: lowest final digits_fd with weighting "
+            f"{best.split('weighting=')[1]} ({common.fmt(table[best][metric])})"
+            + (f"; not distinguishable (2 SE) from {', '.join(c.split('=')[-1] for c in ties)}"
+               if ties else "; better than every other weighting beyond 2 SE")
+        )  # fmt: skip
+    for target, (a, b, s) in speedups(table, curves).items():
+        lines.append(
+            f"- target {target}: min_snr (γ=5) reaches the baseline's final digits_fd at step "
+            f"{b:g} vs {a:g} for the baseline: speed-up {s:.2f}× (paper: 3.4×)"
+        )
+    return "\n".join(lines) or "No finished runs."
+
+
+def plot(table: dict, curves: list[dict], out: str) -> list[str]:
+    paths = []
+    for target in TARGETS:
+        cells = [f"target={target},weighting={w[0]}" for w in WEIGHTINGS]
+        paths.append(common.plot_curves(
+            curves, "eval/digits_fd", os.path.join(out, f"curves_{target}.png"), cells=cells,
+            title=f"digits_fd vs steps, target {target}"))  # fmt: skip
+    cells = [c.name for c in STUDY.grids["cpu"].cells if c.name in table] or list(table)
+    paths.append(
+        common.plot_bars(table, "eval/digits_fd", os.path.join(out, "final_fd.png"), cells)
+    )
+    return paths
+
+
+STUDY = common.Study(
+    name=STUDY_NAME,
+    question=__doc__.split("\n\n")[0],
+    grids={
+        "smoke": _grid(
+            "configs/digits.py:tiny",
+            ("eps",),
+            (WEIGHTINGS[0], WEIGHTINGS[4]),
+            (0,),
+            digits_grid.SMOKE_FLAGS,
+            digits_grid.METRICS,
+        ),
+        "cpu": _grid(
+            digits_grid.DIGITS,
+            TARGETS,
+            WEIGHTINGS,
+            (0, 1, 2),
+            digits_grid.run_flags(600, 150, 250, sampling_steps=25),
+            digits_grid.METRICS,
+        ),
+        "full": _grid(
+            "configs/imagenet256_latent_dit.py:schedule=cosine",
+            TARGETS,
+            WEIGHTINGS,
+            (0,),
+            (
+                "--config.total_steps=400000",
+                "--config.eval_every_steps=50000",
+                "--config.eval.num_samples=10000",
+                "--config.eval.fid_stats=FID_STATS",
+                "--config.eval.inception_weights=INCEPTION_WEIGHTS",
+                "--config.data.data_dir=LATENTS_DIR",
+                "--config.data.vae=VAE_DIR",
+            ),
+            ("eval/fid",),
+        ),
+    },  # fmt: skip
+    conclude=conclude,
+    plot=plot,
+)

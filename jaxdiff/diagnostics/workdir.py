@@ -1,0 +1,38 @@
+"""`diagnose_workdir(config, workdir)`: what `--mode=diagnose` runs on a trained work dir.
+
+Kept out of the package's `__init__` (import it as `jaxdiff.diagnostics.workdir`): it needs
+`training.loop`, which in turn may call `jaxdiff.diagnostics.diagnose` during training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+from clu import metric_writers
+
+from jaxdiff.diagnostics import report
+from jaxdiff.diagnostics.run import diagnose
+from jaxdiff.training import generate, loop
+
+
+def diagnose_workdir(config, workdir: str, settings=None) -> dict:
+    """Diagnoses the latest checkpoint of `workdir` (its first EMA copy, as sampling uses;
+    `config.init_from`'s weights at step 0 without a checkpoint) with `config.diagnostics`
+    (`settings` overrides fields of it). Writes diagnostics/step_<N>.json / .png and
+    TensorBoard entries under `workdir`; prints the ELBO; returns the JSON content.
+    """
+    workdir = os.path.abspath(workdir)
+    exp, state, step = loop.restore_for_inference(config, workdir)
+    params = generate.sampling_params(state, config)
+    writer = metric_writers.create_default_writer(
+        workdir, just_logging=jax.process_index() != 0, asynchronous=False
+    )
+    result = diagnose(exp, params, workdir, step, writer=writer, settings=settings)
+    writer.close()
+    if jax.process_index() == 0:
+        summary = {k: result[k] for k in ("step", "elbo_bpd", "elbo_nats_per_dim", "elbo_terms")}
+        print(json.dumps(summary, indent=1), flush=True)
+        print(f"Diagnostics: {report.output_path(workdir, step, 'json')}", flush=True)
+    return result

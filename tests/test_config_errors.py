@@ -1,0 +1,166 @@
+"""Bad input: one line ``config error: <field>: ...; allowed: ...``, exit status 2, before
+anything is compiled or written — through the real command line (in-process)."""
+
+import os
+
+import pytest
+
+from jaxdiff import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS = os.path.join(REPO, "configs", "digits.py")
+
+# (overrides on configs/digits.py:tiny, the field the one line must name)
+CASES = [
+    (["--config.sampling.guidance_scale=nan"], "sampling.guidance_scale"),
+    (["--config.sampling.guidance_scale=-1"], "sampling.guidance_scale"),
+    (["--config.sample_every_steps=-1"], "sample_every_steps"),
+    (["--config.eval_every_steps=-3"], "eval_every_steps"),
+    (["--config.optim.grad_clip=-1"], "optim.grad_clip"),
+    (["--config.optim.weight_decay=-1"], "optim.weight_decay"),
+    (["--config.optim.b1=1.5"], "optim.b1"),
+    (["--config.optim.b2=1.0"], "optim.b2"),
+    (["--config.keep_every_steps=-2"], "keep_every_steps"),
+    (["--config.train.self_cond_rate=2"], "train.self_cond_rate"),
+    (["--config.optim.warmup_steps=100"], "optim.warmup_steps"),  # > total_steps = 6
+    (["--config.sampling.num_grid=0"], "sampling.num_grid"),
+    (["--config.sampling.eta=-1"], "sampling.eta"),
+    (["--config.data.num_classes=5"], "data.num_classes"),
+    (["--config.seed=99999999999999999999"], "seed"),
+    (["--config.seed=-1"], "seed"),
+    (["--config.init_from=/nonexistent/run"], "init_from"),
+    (["--config.keep_checkpoints=0"], "keep_checkpoints"),
+    (["--config.total_steps=0"], "total_steps"),
+    (["--config.log_every_steps=0"], "log_every_steps"),
+    (["--config.checkpoint_every_steps=0"], "checkpoint_every_steps"),
+    (["--config.optim.lr=0"], "optim.lr"),
+    (["--config.optim.lr=inf"], "optim.lr"),
+    (["--config.optim.lr=nan"], "optim.lr"),
+    (["--config.optim.eps=0"], "optim.eps"),
+    (["--config.optim.name=sgd"], "optim.name"),
+    (["--config.optim.decay=exp"], "optim.decay"),
+    (["--config.optim.grad_accum_steps=0"], "optim.grad_accum_steps"),
+    (["--config.optim.grad_accum_steps=3"], "optim.grad_accum_steps"),  # 16 % 3
+    (["--config.ema.decays=(1.0,)"], "ema.decays"),
+    (["--config.train.label_dropout=1.0"], "train.label_dropout"),
+    (["--config.train.compute_dtype=float16"], "train.compute_dtype"),
+    (["--config.on_nonfinite=ignore"], "on_nonfinite"),
+    (["--config.data.image_size=0"], "data.image_size"),
+    (["--config.data.channels=2"], "data.channels"),
+    (["--config.data.batch_size=0"], "data.batch_size"),
+    (["--config.data.latent_scale=0"], "data.latent_scale"),
+    (["--config.data.latent_sample=mode"], "data.latent_sample"),
+    (["--config.data.kind=video"], "data.kind"),
+    (["--config.model.name=DiT-Q/2"], "model.name"),
+    (["--config.model.overrides.hidden_size=30"], "model.overrides"),
+    (["--config.noise.schedule=laplase"], "noise.schedule"),
+    (
+        ["--config.noise.schedule=laplace", "--config.noise.schedule_params.b=-1"],
+        "noise.schedule_params",
+    ),  # fmt: skip
+    (["--config.noise.input_scale=0"], "noise.input_scale"),
+    (["--config.noise.target=score"], "noise.target"),
+    (["--config.noise.weighting=p2"], "noise.weighting"),
+    (["--config.noise.weight_mode=both"], "noise.weight_mode"),
+    (["--config.noise.timesteps=adaptiv"], "noise.timesteps"),
+    (
+        ["--config.noise.weighting=min_snr", "--config.noise.weighting_params.gamma=-5"],
+        "noise.weighting_params",
+    ),  # fmt: skip
+    (["--config.sampling.method=euler"], "sampling.method"),
+    (["--config.sampling.steps=0"], "sampling.steps"),
+    (["--config.sampling.schedule=foo"], "sampling.schedule"),
+    (["--config.sampling.variance=learned"], "sampling.variance"),
+    (["--config.sampling.guidance_channels=2"], "sampling.guidance_channels"),
+    (
+        ["--config.sampling.guidance_lam_min=3", "--config.sampling.guidance_lam_max=1"],
+        "sampling.guidance_lam_min",
+    ),  # fmt: skip
+    (["--config.sampling.batch_size=0"], "sampling.batch_size"),
+    (["--config.eval.fid_stats=/nonexistent.npz"], "eval.fid_stats"),
+    (["--config.eval.num_samples=0"], "eval.num_samples"),
+    (["--config.mesh.shape=(3,1)"], "mesh.shape"),
+    (["--config.noise.shedule=laplace"], "noise.shedule"),
+    (["--config.samplng.steps=3"], "samplng"),
+    (["--config.diagnostics.num_bins=0"], "diagnostics.num_bins"),
+    (["--config.diagnose_every_steps=-1"], "diagnose_every_steps"),
+    (["--config.eval.quality_num_samples=1"], "eval.quality_num_samples"),
+    (["--config.total_steps=abc"], "total_steps"),
+    (["--config.data.batch_size=1.5"], "data.batch_size"),
+]
+VARIANTS = [
+    ("tyni", "variant"),
+    ("tiny,shedule=laplace", "variant"),
+    ("tiny,scale=-1", "variant scale"),
+    ("tiny,scale=abc", "variant scale"),
+    ("tiny,model=DiT-Q/2", "variant model"),
+    ("tiny,steps=0", "variant steps"),
+    ("tiny,schedule=foo", "variant schedule"),
+]
+
+
+def run_cli(capsys, args, workdir):
+    status = main.cli(["jaxdiff.main", f"--workdir={workdir}", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    return status, err
+
+
+@pytest.mark.parametrize("args,field", CASES, ids=lambda x: x if isinstance(x, str) else None)
+def test_invalid_value_is_one_line_exit_2(args, field, tmp_path, capsys):
+    workdir = tmp_path / "w"
+    status, err = run_cli(capsys, [f"--config={DIGITS}:tiny", *args], workdir)
+    assert status == 2, err
+    assert len(err) == 1, err
+    assert err[0].startswith(f"config error: {field}"), err[0]
+    assert "Traceback" not in err[0]
+    assert not workdir.exists()  # nothing written
+
+
+@pytest.mark.parametrize("variant,field", VARIANTS)
+def test_bad_variant_is_one_line_naming_the_key(variant, field, tmp_path, capsys):
+    status, err = run_cli(capsys, [f"--config={DIGITS}:{variant}"], tmp_path / "w")
+    assert status == 2 and len(err) == 1, err
+    assert err[0].startswith(f"config error: {field}"), err[0]
+    if field == "variant":  # an unknown key lists the allowed ones
+        assert "allowed: batch, model, scale, schedule, size, steps, target, tiny" in err[0]
+
+
+def test_workdir_problems(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    status, err = run_cli(capsys, [f"--config={DIGITS}:tiny"], a_file)
+    assert status == 2 and err == [
+        f"config error: --workdir: '{a_file}' is a file; allowed: a directory"
+    ]
+    status, err = main.cli(["jaxdiff.main", f"--config={DIGITS}:tiny"]), None
+    assert status == 2
+    assert capsys.readouterr().err.startswith("config error: --workdir: required")
+    status, err = run_cli(capsys, ["--config=configs/nope.py"], tmp_path / "w")
+    assert status == 2 and err[0].startswith(
+        "config error: --config: cannot load 'configs/nope.py'"
+    )
+    assert "configs/digits.py" in err[0]
+
+
+def test_help_lists_configs_and_fields(capsys):
+    assert main.cli(["jaxdiff.main", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "configs/digits.py" in out and "configs/cifar10.py" in out
+    for field in ("noise.schedule", "data.batch_size", "total_steps", "sampling.steps"):
+        assert field in out
+
+
+def test_light_tailed_importance_proposal_warns_at_start(tmp_path, capsys, monkeypatch):
+    """The pathological example (cosine target, Laplace proposal: E[w²] ~ 1e9) warns once,
+    before training; a heavier-tailed proposal does not."""
+    from jaxdiff.training import runner
+
+    monkeypatch.setattr(runner, "run", lambda *a, **k: None)  # stop after the checks
+    base = [f"--config={DIGITS}:tiny", "--config.noise.timesteps=importance"]
+    status, err = run_cli(capsys, [*base, "--config.noise.timesteps_params.proposal=laplace"],
+                          tmp_path / "w")  # fmt: skip
+    assert status == 0 and len(err) == 1 and err[0].startswith("warning: noise.timesteps_params")
+    assert "lighter tails" in err[0] and "cauchy" in err[0]
+    status, err = run_cli(capsys, [*base, "--config.noise.timesteps_params.proposal=cauchy"],
+                          tmp_path / "w2")  # fmt: skip
+    assert status == 0 and err == []
