@@ -7,18 +7,18 @@ window and its deferred fetch, a metrics row every ``log_every_steps``, asynchro
 checkpoints every ``checkpoint_every_steps`` (fingerprinted, checked finite), the stop-signal
 polls and the progress bar; sampling and evaluation are off (they are work, not overhead).
 A short run first compiles everything (XLA's persistent cache, in a temporary directory,
-then serves the step to each timed run). Each timed run trains ``total`` steps (a multiple
-of the checkpoint interval, so it ends on a regular checkpoint) and is timed from the fetch
-of an early metrics row (step ``start`` finished on the device, the next step dispatched) to
-the return of ``train`` (every step computed, the last checkpoint written): the host runs
-ahead of the device, so timing from a host-side step count would be wrong. The bare step is
-the same jitted ``train_step`` on one fixed device batch, timed the same way (from step k
-done, k + 1 dispatched, to ``block_until_ready`` after the last). Setups:
+then serves the step to each timed run). Each timed run is timed between the fetches of two
+metrics rows (at each, that step has finished on the device and the next one is
+dispatched; the host runs ahead of the device, so a host-side step count would be wrong),
+a window holding regular checkpoints (their blocking part and their background writes
+competing with training), not the first steps nor the final save. The bare step is the same
+jitted ``train_step`` on one fixed device batch, timed the same way (from step k done,
+k + 1 dispatched, to ``block_until_ready`` after the last). Setups:
 
 - ``digits``: the embedded default (``configs/digits.py``: DiT-S/4, depth 6, 16 px, batch 64;
-  log every 50, checkpoint every 250), steps 51..250;
+  log every 50, checkpoint every 250), steps 51..450 of 500 (a checkpoint at 250);
 - ``dit``: DiT-S/2 on the digits at 32×32×3 (batch 8; log every 5, checkpoint every 20),
-  steps 11..40.
+  steps 11..55 of 60 (checkpoints at 20 and 40).
 
 Each is run ``--repeats`` times alternating bare / loop; the best of each is reported.
 Appends the table to benchmarks/RESULTS.md.
@@ -44,7 +44,7 @@ from jaxdiff.training import experiment, loop, sharding  # noqa: E402
 def _digits_config():
     c = digits.get_config()
     c.sample_every_steps = c.eval_every_steps = 0
-    return c, 50, 250  # config, timed from the row of this step, total steps
+    return c, (50, 450), 500  # config, timed between the rows of these steps, total steps
 
 
 def _dit_config():
@@ -53,7 +53,7 @@ def _dit_config():
     c.sampling.batch_size = c.sampling.num_grid = 8
     c.sample_every_steps = c.eval_every_steps = 0
     c.log_every_steps, c.checkpoint_every_steps = 5, 20
-    return c, 10, 40
+    return c, (10, 55), 60
 
 
 SETUPS = {"digits": _digits_config, "dit": _dit_config}
@@ -79,10 +79,10 @@ def bare_steps_per_s(config, steps: int) -> float:
     return steps / (time.perf_counter() - t)
 
 
-def loop_steps_per_s(config, start: int, total: int) -> float:
-    """``loop.train`` for ``total`` steps in a fresh work dir, timed from the moment the metrics
-    row of step ``start`` has been fetched (step ``start`` done, the next one dispatched) to
-    the return of ``train``."""
+def loop_steps_per_s(config, window: tuple[int, int], total: int) -> float:
+    """``loop.train`` for ``total`` steps in a fresh work dir, timed between the fetches of
+    the metrics rows of the steps in ``window`` (each: that step done on the device, the
+    next one dispatched)."""
     rows = {}
     real = loop._Run.flush
 
@@ -100,7 +100,8 @@ def loop_steps_per_s(config, start: int, total: int) -> float:
             end = time.perf_counter()
     finally:
         loop._Run.flush = real
-    return (total - start) / (end - rows[start])
+    del end
+    return (window[1] - window[0]) / (rows[window[1]] - rows[window[0]])
 
 
 def compile_once(config) -> None:
@@ -124,13 +125,16 @@ def main():
     args = p.parse_args()
     rows, all_runs = [], []
     for name in args.setups.split(","):
-        config, start, total = SETUPS[name]()
-        steps, config.total_steps = total - start, total  # one step HLO (the lr schedule) for all
+        config, window, total = SETUPS[name]()
+        steps, config.total_steps = (
+            window[1] - window[0],
+            total,
+        )  # one step HLO (the lr schedule) for all
         compile_once(config)
         bare, real = [], []
         for _ in range(args.repeats):
             bare.append(bare_steps_per_s(config, steps))
-            real.append(loop_steps_per_s(config, start, total))
+            real.append(loop_steps_per_s(config, window, total))
             print(f"{name}: bare {bare[-1]:.3f} steps/s, loop {real[-1]:.3f} steps/s", flush=True)
         all_runs.append((name, bare, real))
         c = config
@@ -149,10 +153,10 @@ def main():
         f"All runs (steps/s): {runs}. Best of {args.repeats} alternating runs each. "
         "Loop: `loop.train` (data loading, "
         "logging window fetched one step late, async fingerprinted checkpoints, stop polls, "
-        "progress bar; no sampling or evaluation), timed over the last `steps` steps, from "
-        "the fetch of an early metrics row to the return of train (its last checkpoint "
-        "written); compilation excluded. Bare: the jitted train_step on one fixed batch, "
-        "timed the same way. `python benchmarks/loop.py`.",
+        "progress bar; no sampling or evaluation), timed over `steps` steps between two "
+        "metrics-row fetches (device sync points), a window with regular checkpoints in it; "
+        "compilation and the final save excluded. Bare: the jitted train_step on one fixed "
+        "batch, timed the same way. `python benchmarks/loop.py`.",
     )
 
 

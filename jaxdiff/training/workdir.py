@@ -27,6 +27,7 @@ import socket
 import sys
 
 import numpy as np
+from absl import logging as absl_logging
 
 from jaxdiff.errors import RunError
 
@@ -203,8 +204,9 @@ def native_stderr_to(path: str):
 def setup_logging(workdir: str, verbosity: int = 0) -> str | None:
     """Sends library logs to ``WORKDIR/train.log``; returns its path (None if unwritable).
 
-    Python logging (absl, Orbax, JAX, TensorFlow) goes to the file at INFO; console handlers
-    then pass only jaxdiff's warnings and errors (all records with ``verbosity`` > 0).
+    Python logging (absl, Orbax, JAX, TensorFlow) goes to the file at INFO (absl's verbosity
+    is set to INFO); console handlers then pass only jaxdiff's warnings and errors (all
+    records with ``verbosity`` > 0).
     TensorFlow's native startup notices (oneDNN, absl::InitializeLog) are printed while it is
     imported, so it is imported here, with file descriptor 2 pointed at the log file.
     Call it early (before the first import of clu / TensorFlow); calling it again moves the file.
@@ -229,6 +231,7 @@ def setup_logging(workdir: str, verbosity: int = 0) -> str | None:
             h.addFilter(_ConsoleFilter())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+    absl_logging.set_verbosity(absl_logging.DEBUG if verbosity > 1 else absl_logging.INFO)
     _state["handler"] = handler
     logging.captureWarnings(True)
     if verbosity <= 0 and "tensorflow" not in sys.modules:
