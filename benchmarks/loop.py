@@ -10,15 +10,16 @@ A short run first compiles everything (XLA's persistent cache, in a temporary di
 then serves the step to each timed run). Each timed run is timed between the fetches of two
 metrics rows (at each, that step has finished on the device and the next one is
 dispatched; the host runs ahead of the device, so a host-side step count would be wrong),
-a window holding regular checkpoints (their blocking part and their background writes
-competing with training), not the first steps nor the final save. The bare step is the same
+a window holding a regular checkpoint (its blocking part and its background write competing
+with training), not the first steps nor the final save (the last row is fetched just
+before it). The bare step is the same
 jitted ``train_step`` on one fixed device batch, timed the same way (from step k done,
 k + 1 dispatched, to ``block_until_ready`` after the last). Setups:
 
 - ``digits``: the embedded default (``configs/digits.py``: DiT-S/4, depth 6, 16 px, batch 64;
-  log every 50, checkpoint every 250), steps 51..450 of 500 (a checkpoint at 250);
+  log every 50, checkpoint every 250), steps 51..300 (a checkpoint at 250);
 - ``dit``: DiT-S/2 on the digits at 32×32×3 (batch 8; log every 5, checkpoint every 20),
-  steps 11..55 of 60 (checkpoints at 20 and 40).
+  steps 11..40 (a checkpoint at 20).
 
 Each is run ``--repeats`` times alternating bare / loop; the best of each is reported.
 Appends the table to benchmarks/RESULTS.md.
@@ -44,7 +45,7 @@ from jaxdiff.training import experiment, loop, sharding  # noqa: E402
 def _digits_config():
     c = digits.get_config()
     c.sample_every_steps = c.eval_every_steps = 0
-    return c, (50, 450), 500  # config, timed between the rows of these steps, total steps
+    return c, (50, 300), 300  # config, timed between the rows of these steps, total steps
 
 
 def _dit_config():
@@ -53,7 +54,8 @@ def _dit_config():
     c.sampling.batch_size = c.sampling.num_grid = 8
     c.sample_every_steps = c.eval_every_steps = 0
     c.log_every_steps, c.checkpoint_every_steps = 5, 20
-    return c, (10, 55), 60
+    c.optim.warmup_steps = 0
+    return c, (10, 40), 40
 
 
 SETUPS = {"digits": _digits_config, "dit": _dit_config}
@@ -121,7 +123,7 @@ def main():
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     p = argparse.ArgumentParser()
     p.add_argument("--setups", default="digits,dit")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     rows, all_runs = [], []
     for name in args.setups.split(","):

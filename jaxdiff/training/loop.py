@@ -33,6 +33,8 @@ from jaxdiff.training.experiment import Experiment, build_experiment
 from jaxdiff.training.outputs import (
     InferenceState,
     evaluate_digits,
+    evaluate_quality,
+    has_quality_metric,
     init_from_weights,
     lambda_loss_chart,
     restore_for_inference,
@@ -314,7 +316,7 @@ class _Run:
         sample = bool(c.sample_every_steps) and (
             step % c.sample_every_steps == 0 or step == c.total_steps
         )
-        evaluate = _digits_eval_due(c, step)
+        evaluate = _eval_due(c, step)
         if not (save or sample or evaluate):
             return
         self.flush()
@@ -373,7 +375,7 @@ class _Run:
 
     def evaluate(self, state, step: int) -> None:
         c = self.exp.config
-        scores = evaluate_digits(self.exp, state, self.workdir)
+        scores = evaluate_quality(self.exp, state, self.workdir)
         self.last_eval = {k: float(v) for k, v in scores.items()}
         settings = sampling_settings(c, int(c.eval.quality_num_samples), mode="train")
         self.logs.write(step, scores, settings=settings)
@@ -399,9 +401,9 @@ def _progress_bar(start: int, total: int):
     )
 
 
-def _digits_eval_due(c, step: int) -> bool:
+def _eval_due(c, step: int) -> bool:
     return (
-        c.data.name == "digits"
+        has_quality_metric(c)
         and bool(c.eval_every_steps)
         and (step % c.eval_every_steps == 0 or step == c.total_steps)
     )

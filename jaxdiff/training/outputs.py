@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.errors import ConfigError
+from jaxdiff.evaluation import quality
 from jaxdiff.training import generate, resume
 from jaxdiff.training.checkpoint import Checkpointer, abstract_with_shardings, load_params
 from jaxdiff.training.experiment import Experiment, build_experiment
@@ -136,20 +137,29 @@ def write_training_samples(exp: Experiment, state, step: int, samples_dir: str) 
     return generate.save_grid(images, os.path.join(samples_dir, f"step_{step:07d}.png"))
 
 
-def evaluate_digits(
+def has_quality_metric(config) -> bool:
+    """Whether ``data.name`` has an embedded quality metric (digits, photo_crops)."""
+    return config.data.name in quality.QUALITY_METRICS
+
+
+def evaluate_quality(
     exp: Experiment, state, workdir: str, num: int | None = None, progress=None
 ) -> dict:
-    """The embedded default's quality metric on class-conditional samples."""
-    from jaxdiff.evaluation.digits_metric import DigitsMetric
-
+    """The dataset's quality metric (``jaxdiff.evaluation.quality``) on ``num`` samples with
+    balanced labels, as ``eval/<data.name>_<key>`` (e.g. ``eval/digits_fd``); {} if it has none."""
     c = exp.config
+    metric = quality.get_quality_metric(c.data, os.path.join(workdir, "cache"))
+    if metric is None:
+        return {}
     num = int(num or c.eval.quality_num_samples)
-    metric = DigitsMetric.create(c.data.image_size, c.data.channels, os.path.join(workdir, "cache"))
     key = jax.random.fold_in(jax.random.key(c.seed), 0xE7A1)
     params = generate.sampling_params(state, c)
     images, labels = generate.sample_many(exp, params, key, num, progress=progress)
     scores = metric.score(images, labels if c.model.class_conditional else None)
-    return {f"eval/digits_{k}": v for k, v in scores.items()}
+    return {f"eval/{c.data.name}_{k}": v for k, v in scores.items()}
+
+
+evaluate_digits = evaluate_quality  # the name used before other datasets had a metric
 
 
 def lambda_loss_chart(summary: dict) -> np.ndarray:

@@ -94,28 +94,29 @@ def sample(config, workdir: str, num_samples: int) -> dict:
 def evaluate(
     config, workdir: str, num_samples=None, fid_stats=None, inception_weights=None
 ) -> dict:
-    """FID / Inception Score against ``fid_stats`` and, on digits, the digits metric.
+    """FID / Inception Score against ``fid_stats`` and the dataset's quality metric (digits,
+    photo_crops: ``jaxdiff.evaluation.quality``), with a progress bar.
 
     Appends one ``metrics.jsonl`` row at the checkpoint's step: the scores under ``eval/...``
     and the sampler settings under ``settings`` (``mode: "evaluate"``, method, steps,
     guidance, ...), so it is told apart from training-time evaluations and other settings.
     """
     fid_stats = fid_stats or config.eval.fid_stats
-    if config.data.name != "digits" and not fid_stats:
+    if not outputs.has_quality_metric(config) and not fid_stats:
         raise ValueError("evaluate: give --fid_stats=REF.npz (and --inception_weights) for FID")
     exp, state, step = outputs.restore_for_inference(config, workdir)
     results = {}
-    num_digits = int(num_samples or config.eval.quality_num_samples)
+    num_quality = int(num_samples or config.eval.quality_num_samples)
     num_fid = int(num_samples or config.eval.num_samples)
-    if config.data.name == "digits":
-        with _progress(num_digits, "evaluate digits") as bar:
-            results.update(outputs.evaluate_digits(exp, state, workdir, num_digits, progress=bar))
+    if outputs.has_quality_metric(config):
+        with _progress(num_quality, f"evaluate {config.data.name}") as bar:
+            results.update(outputs.evaluate_quality(exp, state, workdir, num_quality, bar))
     if fid_stats:
         weights = inception_weights or config.eval.inception_weights
         results.update(_fid(exp, state, num_fid, fid_stats, weights))
-    settings = outputs.sampling_settings(config, num_fid if fid_stats else num_digits, "evaluate")
-    if fid_stats and config.data.name == "digits":
-        settings["digits_num_samples"] = num_digits
+    settings = outputs.sampling_settings(config, num_fid if fid_stats else num_quality, "evaluate")
+    if fid_stats and outputs.has_quality_metric(config):
+        settings["quality_num_samples"] = num_quality
     logs = MetricsLog(os.path.abspath(workdir), primary=jax.process_index() == 0, tensorboard=False)
     logs.write(step, results, settings=settings)
     if jax.process_index() == 0:
