@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxdiff.errors import RunError
 from jaxdiff.training import checkpoint, experiment, loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,10 +46,12 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, capsys):
     abstract = checkpoint.abstract_with_shardings(exp.abstract_state, exp.state_shardings)
     state, step = ck.restore_latest(abstract)
     assert step == 2 and int(state.step) == 2
-    assert "unreadable" in capsys.readouterr().out
-    # Training resumes from step 2 and finishes.
+    assert "checkpoint 4 is corrupt" in capsys.readouterr().out
+    assert sorted(os.listdir(ckdir)) == ["2", "4"]  # reading renames nothing
+    # Training resumes from step 2 and finishes; the corrupt checkpoint is kept, set aside.
     out = loop.train(tiny(total_steps=4, checkpoint_every_steps=2), wd)
     assert out["step"] == 4
+    assert sorted(os.listdir(ckdir)) == ["2", "4", "4.corrupt"]
 
 
 def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
@@ -69,7 +72,8 @@ def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-3000:]
-    assert "checkpoint saved" in out
+    assert "checkpoint saved" in out and "Run the same command again to resume" in out
+    assert "Finished at step" not in out
     steps = [int(s) for s in os.listdir(os.path.join(wd, "checkpoints")) if s.isdigit()]
     assert len(steps) == 1 and steps[0] >= 1
     exp = experiment.build_experiment(tiny(total_steps=100000))
@@ -95,8 +99,9 @@ def _patch_nan(monkeypatch, bad_step):
 
 def test_nan_halts_naming_step_and_lambda_range(tmp_path, monkeypatch):
     _patch_nan(monkeypatch, bad_step=2)
-    with pytest.raises(loop.NonFiniteLossError, match=r"at step 2.*λ range was \[-?\d"):
+    with pytest.raises(loop.NonFiniteLossError, match=r"at step 2 .*λ range was \[-?\d") as e:
         loop.train(tiny(total_steps=4, checkpoint_every_steps=100), str(tmp_path / "run"))
+    assert isinstance(e.value, RunError)  # main.py prints it as one line, exit status 1
 
 
 def test_nan_skip_mode_keeps_params(tmp_path, monkeypatch):

@@ -70,6 +70,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every_steps = 1000  # the embedded datasets' quality metric (0: off)
     c.init_from = ""  # a work dir / checkpoint dir to take initial weights from
     c.on_nonfinite = "halt"  # or "skip": leave the state unchanged for that step
+    # Resuming (docs/training.md): "strict" refuses a checkpoint saved with a different config
+    # outside the resumable fields; "allow_changes" resumes anyway (shapes must still match).
+    c.resume_policy = "strict"
+    c.restore_step = 0  # resume from this checkpoint instead of the newest (0: the newest)
+    c.stop_check_every_steps = 10  # multi-host: the hosts agree on a stop signal this often
     c.profile = False
 
     c.data = ml_collections.ConfigDict(

@@ -1,33 +1,56 @@
-"""The train loop: resume, step, log, checkpoint, sample, evaluate, stop cleanly on SIGTERM."""
+"""The train loop: resume, step, log, checkpoint, sample, evaluate, stop cleanly on SIGTERM.
+
+The host never waits on the device between those events. Each step's metrics are folded into
+a logging window on the device (a jitted accumulator that also records the first step whose
+loss, gradient or new state was non-finite); a log row is fetched only after the next step
+has been dispatched; the stop flag is agreed between hosts every ``stop_check_every_steps``;
+checkpoints are written in the background (Orbax asynchronous saving). Before anything is
+saved, sampled or evaluated, the window is read and checked: a non-finite state is never
+saved (``on_nonfinite="halt"`` stops naming the step and its λ range; ``"skip"`` has left
+the state unchanged for such steps).
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import logging
 import os
 import signal
-import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 from jax.experimental import multihost_utils
 
 from jaxdiff import data as data_lib
-from jaxdiff.training import generate
-from jaxdiff.training.checkpoint import Checkpointer, abstract_with_shardings, load_params
+from jaxdiff.errors import RunError
+from jaxdiff.training import resume
+from jaxdiff.training import workdir as workdir_lib
+from jaxdiff.training.checkpoint import Checkpointer, abstract_with_shardings, warn
 from jaxdiff.training.experiment import Experiment, build_experiment
+from jaxdiff.training.outputs import (
+    InferenceState,
+    evaluate_digits,
+    evaluate_quality,
+    has_quality_metric,
+    init_from_weights,
+    lambda_loss_chart,
+    restore_for_inference,
+    sampling_settings,
+    write_training_samples,
+)
 from jaxdiff.training.sharding import global_batch
 from jaxdiff.training.step import LAM_BIN_EDGES
 
 log = logging.getLogger(__name__)
 
+__all__ = ["InferenceState", "NonFiniteLossError", "evaluate_digits", "restore_for_inference"]
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a train step produced a non-finite loss (``on_nonfinite="halt"``)."""
+
+class NonFiniteLossError(RunError, FloatingPointError):
+    """A step produced a non-finite loss, gradient or state (``on_nonfinite="halt"``)."""
 
 
 class _StopSignal:
@@ -48,75 +71,78 @@ class _StopSignal:
     def _handle(self, signum, frame):
         del frame
         self.received = signal.Signals(signum).name
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))  # a second one: at once
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
-    def any_host(self) -> bool:
+    def poll(self, step: int, every: int) -> bool:
+        """Whether to stop now; with several hosts they agree only at multiples of ``every``."""
+        if jax.process_count() == 1:
+            return self.received is not None
+        if step % max(int(every), 1):
+            return False
         flag = np.array(self.received is not None, np.int32)
-        if jax.process_count() > 1:
-            flag = multihost_utils.process_allgather(flag)
-        return bool(np.any(flag))
+        return bool(np.any(multihost_utils.process_allgather(flag)))
 
 
-class MetricsLog:
-    """``metrics.jsonl`` (process 0 only) plus clu writers (TensorBoard + console)."""
+# --- the logging window, on the device ------------------------------------------------------
 
-    def __init__(self, workdir: str):
-        self.primary = jax.process_index() == 0
-        self.writer = metric_writers.create_default_writer(
-            workdir, just_logging=not self.primary, asynchronous=False
-        )
-        self.path = os.path.join(workdir, "metrics.jsonl")
-
-    def write(self, step: int, scalars: dict):
-        scalars = {k: float(v) for k, v in scalars.items()}
-        self.writer.write_scalars(step, scalars)
-        if self.primary:
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": int(step), **scalars}) + "\n")
-
-    def write_image(self, step: int, name: str, image: np.ndarray):
-        """One HWC uint8 image to TensorBoard (process 0)."""
-        if self.primary:
-            self.writer.write_images(step, {name: image[None]})
-
-    def flush(self):
-        self.writer.flush()
+_SUMMED = ("loss", "grad_norm", "lr", "lam_bin_loss_sum", "lam_bin_count")
+_KNOWN = (*_SUMMED, "finite", "lam_min", "lam_max")
 
 
-def lambda_loss_chart(summary: dict) -> np.ndarray:
-    """A bar chart (HWC uint8) of the mean loss per λ-bin from a :func:`_summarise` dict."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lo = np.asarray(LAM_BIN_EDGES[:-1])
-    width = np.diff(LAM_BIN_EDGES)
-    values = [summary.get(_bin_key(a, b), np.nan) for a, b in _bins()]
-    fig, ax = plt.subplots(figsize=(5, 2.6), dpi=80)
-    ax.bar(lo, values, width=width, align="edge", color="tab:blue")
-    ax.set(xlabel="λ = log SNR", ylabel="mean loss", title="loss per noise level")
-    fig.tight_layout()
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return image
+def _empty_window(m: dict, step) -> dict:
+    w = {k: jnp.zeros_like(m[k]) for k in _SUMMED}
+    w["lam_min"] = jnp.full_like(m["lam_min"], jnp.inf)
+    w["lam_max"] = jnp.full_like(m["lam_max"], -jnp.inf)
+    w.update(count=jnp.int32(0), nonfinite=jnp.int32(0), bad_step=jnp.int32(-1))
+    w.update(bad_lam_min=jnp.float32(0), bad_lam_max=jnp.float32(0), first_step=step)
+    return w
 
 
-def _summarise(acc: dict, n: int) -> dict:
-    """Host-side means of accumulated step metrics, with the per-λ-bin mean loss."""
-    host = jax.device_get(acc)
-    out = {f"train/{k}": host[k] / n for k in ("loss", "grad_norm", "lr")}
-    out["train/lam_min"] = host["lam_min"]
-    out["train/lam_max"] = host["lam_max"]
-    counts = host["lam_bin_count"]
-    for i, (lo, hi) in enumerate(_bins()):
-        if counts[i] > 0:
-            out[_bin_key(lo, hi)] = host["lam_bin_loss_sum"][i] / counts[i]
+def _fold(w: dict, m: dict, step) -> dict:
+    """Adds one step's metrics: sums over finite steps, λ range, the first non-finite step;
+    other metrics (e.g. ``sampler/...``) keep their latest value."""
+    ok = m["finite"]
+    first_bad = (w["bad_step"] < 0) & ~ok
+    out = {k: v for k, v in m.items() if k not in _KNOWN}
+    for k in _SUMMED:
+        out[k] = w[k] + jnp.where(ok, m[k], jnp.zeros_like(m[k]))
+    out["lam_min"] = jnp.minimum(w["lam_min"], m["lam_min"])
+    out["lam_max"] = jnp.maximum(w["lam_max"], m["lam_max"])
+    out["count"] = w["count"] + ok.astype(jnp.int32)
+    out["nonfinite"] = w["nonfinite"] + (~ok).astype(jnp.int32)
+    out["bad_step"] = jnp.where(first_bad, step.astype(jnp.int32), w["bad_step"])
+    out["bad_lam_min"] = jnp.where(first_bad, m["lam_min"], w["bad_lam_min"])
+    out["bad_lam_max"] = jnp.where(first_bad, m["lam_max"], w["bad_lam_max"])
+    out["first_step"] = w["first_step"]
     return out
+
+
+_first_step = jax.jit(lambda m, step: _fold(_empty_window(m, step.astype(jnp.int32)), m, step))
+_next_step = jax.jit(_fold)
+
+
+def _fold_step(window, metrics, step):
+    """The window with one more step (a new window if ``window`` is None); on the device."""
+    return _first_step(metrics, step) if window is None else _next_step(window, metrics, step)
+
+
+def _window_to_json(w) -> dict | None:
+    if w is None:
+        return None
+    host = jax.device_get(w)
+    return {k: {"dtype": str(np.asarray(v).dtype), "value": np.asarray(v).tolist()}
+            for k, v in host.items()}  # fmt: skip
+
+
+def _window_from_json(saved: dict | None):
+    window = (saved or {}).get("window")
+    if not window:
+        return None
+    return {k: jnp.asarray(np.asarray(v["value"], v["dtype"])) for k, v in window.items()}
 
 
 def _bins():
@@ -127,136 +153,242 @@ def _bin_key(lo: float, hi: float) -> str:
     return f"train_lambda_bins/loss_{lo:+05.0f}_{hi:+05.0f}"
 
 
-def _accumulate(acc, m):
-    if acc is None:
-        return dict(m)
-    out = {
-        k: acc[k] + m[k] for k in ("loss", "grad_norm", "lr", "lam_bin_loss_sum", "lam_bin_count")
-    }
-    out["lam_min"] = jnp.minimum(acc["lam_min"], m["lam_min"])
-    out["lam_max"] = jnp.maximum(acc["lam_max"], m["lam_max"])
+def _summarise(h: dict) -> dict:
+    """The row of a window fetched to the host: means over its finite steps, λ range, the
+    per-λ-bin mean loss, the count of non-finite steps (if any), other metrics as they are."""
+    n = int(h["count"])
+    mean = (lambda x: x / n) if n else (lambda x: float("nan"))  # noqa: E731
+    out = {f"train/{k}": mean(float(h[k])) for k in ("loss", "grad_norm", "lr")}
+    out["train/lam_min"], out["train/lam_max"] = float(h["lam_min"]), float(h["lam_max"])
+    for i, (lo, hi) in enumerate(_bins()):
+        if h["lam_bin_count"][i] > 0:
+            out[_bin_key(lo, hi)] = float(h["lam_bin_loss_sum"][i] / h["lam_bin_count"][i])
+    if int(h["nonfinite"]):
+        out["train/nonfinite_steps"] = int(h["nonfinite"])
+    skip = (*_KNOWN, "count", "nonfinite", "bad_step", "bad_lam_min", "bad_lam_max", "first_step")
+    for k, v in h.items():
+        if k in skip:
+            continue
+        name = k if "/" in k else f"train/{k}"
+        v = np.asarray(v)
+        if v.size == 1:
+            out[name] = float(v.reshape(()))
+        elif v.size <= 32:
+            out.update({f"{name}_{i}": float(x) for i, x in enumerate(v.ravel())})
     return out
 
 
-def _check_finite(metrics, step: int):
-    finite, lo, hi, loss = jax.device_get(
-        (metrics["finite"], metrics["lam_min"], metrics["lam_max"], metrics["loss"])
-    )
-    if not finite:
-        raise NonFiniteLossError(
-            f"non-finite loss ({loss}) or gradient at step {step}; the batch's λ range was "
-            f"[{lo:.3f}, {hi:.3f}]. Set on_nonfinite='skip' to skip such updates instead; the "
-            "last good checkpoint is kept."
-        )
-
-
-def _placed_weights(ref_params, path: str, num_ema: int):
-    """(params, EMA copies found, at most ``num_ema``) of another run or converted checkpoint,
-    placed like ``ref_params`` (arrays or abstract arrays with shardings)."""
-    saved = load_params(path)
-    place = lambda ref, x: jax.device_put(np.asarray(x, ref.dtype), ref.sharding)  # noqa: E731
-    params = jax.tree_util.tree_map(place, ref_params, saved["params"])
-    ema = saved.get("ema")
-    if isinstance(ema, dict):
-        ema = tuple(ema[k] for k in sorted(ema, key=int))
-    ema = tuple(jax.tree_util.tree_map(place, params, e) for e in (ema[:num_ema] if ema else ()))
-    return params, ema
-
-
-def _init_from(exp: Experiment, state, path: str):
-    """Replace params (and EMA) with another run's weights."""
-    params, ema = _placed_weights(state.params, path, len(state.ema))
-    # Fresh buffers: the state is donated to the step, so no two leaves may share one.
-    ema = ema + tuple(
-        jax.tree_util.tree_map(jnp.copy, params) for _ in range(len(state.ema) - len(ema))
-    )
-    return state.replace(params=params, ema=ema)
+# --- the loop -----------------------------------------------------------------------------
 
 
 def _save_config(config, workdir: str):
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
+        tmp = os.path.join(workdir, "config.json.tmp")
+        with open(tmp, "w") as f:
             f.write(config.to_json_best_effort(indent=2))
+        os.replace(tmp, os.path.join(workdir, "config.json"))
 
 
 def train(config, workdir: str, *, stop_at_step: int | None = None, devices=None) -> dict:
     """Trains (resuming from ``workdir``) until ``total_steps`` (or ``stop_at_step``).
 
-    Returns a summary dict with the final step, the last logged metrics and file locations.
+    Holds the work dir's lock for the whole run. Returns a summary dict with the final step,
+    the last logged metrics, file locations and ``stopped`` (the signal, if one stopped it).
     """
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    exp = build_experiment(config, devices=devices)
-    _save_config(config, workdir)
-    data_iter = data_lib.make_iterator(config.data, split="train", seed=config.seed)
-    ckpt = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        max_to_keep=config.keep_checkpoints,
-        keep_period=config.keep_every_steps or None,
-    )
-    abstract = abstract_with_shardings(exp.abstract_state, exp.state_shardings)
-    restored = ckpt.restore_latest(abstract, data_iter)
-    if restored is not None:
-        state, start = restored
-        print(f"Resuming from step {start} ({ckpt.directory})", flush=True)
-    else:
-        state, start = exp.init_state(), 0
-        if config.init_from:
-            state = _init_from(exp, state, config.init_from)
-    end = int(config.total_steps if stop_at_step is None else min(stop_at_step, config.total_steps))
-    summary = _run(exp, state, start, end, data_iter, ckpt, workdir)
-    ckpt.close()
+    with workdir_lib.WorkdirLock(workdir, jax.process_index()):
+        exp = build_experiment(config, devices=devices)
+        ckpt = Checkpointer(
+            os.path.join(workdir, "checkpoints"),
+            max_to_keep=config.keep_checkpoints,
+            keep_period=config.keep_every_steps or None,
+            async_save=True,
+        )
+        try:
+            summary = _train(exp, ckpt, workdir, stop_at_step)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                ckpt.close()
+            raise
+        ckpt.close()
     return summary
 
 
-def _run(exp: Experiment, state, start: int, end: int, data_iter, ckpt, workdir: str) -> dict:
+def _start(exp: Experiment, ckpt: Checkpointer, workdir: str):
+    """(state, start step, data iterator, saved logging window, superseded steps)."""
     c = exp.config
-    logs = MetricsLog(workdir)
-    hooks = [periodic_actions.ReportProgress(num_train_steps=c.total_steps, writer=logs.writer)]
-    if c.profile and jax.process_index() == 0:
-        hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=workdir))
-    bar = _progress_bar(start, c.total_steps)
-    cfg_json = json.loads(c.to_json_best_effort())
-    acc, n_acc, last, step = None, 0, {}, start
-    samples_dir = os.path.join(workdir, "samples")
-    with _StopSignal() as stop:
-        while step < end:
-            local = next(data_iter)
-            if not c.model.class_conditional:
-                local["label"] = np.full_like(local["label"], exp.num_classes)
-            state, metrics = exp.train_step(state, global_batch(local, exp.mesh), exp.root_rng)
-            step += 1
-            if c.on_nonfinite == "halt":
-                _check_finite(metrics, step)
-            acc, n_acc = _accumulate(acc, metrics), n_acc + 1
-            for h in hooks:
-                h(step)
-            if step % c.log_every_steps == 0 or step == end:
-                last = _summarise(acc, n_acc)
-                logs.write(step, last)
-                logs.write_image(step, "train/loss_by_lambda", lambda_loss_chart(last))
-                acc, n_acc = None, 0
-                if bar is not None:
-                    bar.set_postfix(loss=f"{last['train/loss']:.4f}")
-            if bar is not None:
-                bar.update(1)
-            stopping = stop.any_host()
-            if step % c.checkpoint_every_steps == 0 or step == end or stopping:
-                ckpt.save(step, state, data_iter, cfg_json, force=True)
-            if c.sample_every_steps and (step % c.sample_every_steps == 0 or step == c.total_steps):
-                _write_samples(exp, state, step, samples_dir)
-            if _digits_eval_due(c, step):
-                logs.write(step, evaluate_digits(exp, state, workdir))
+    if jax.process_index() == 0:
+        removed = workdir_lib.remove_stale_temps(ckpt.directory)
+        if removed:
+            warn(f"removed unfinished checkpoint writes of a killed run: {', '.join(removed)}")
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("jaxdiff_stale_temps_removed")
+    abstract = abstract_with_shardings(exp.abstract_state, exp.state_shardings)
+    make_iter = lambda: data_lib.make_iterator(c.data, split="train", seed=c.seed)  # noqa: E731
+    restored = resume.restore_for_training(ckpt, c, abstract, make_iter)
+    if restored is not None:
+        if jax.process_index() == 0:
+            print(f"Resuming from step {restored.step} ({ckpt.directory})", flush=True)
+        return (restored.state, restored.step, restored.data_iter, restored.loop_window,
+                restored.superseded)  # fmt: skip
+    state = exp.init_state()
+    if c.init_from:
+        state = init_from_weights(state, c.init_from)
+    return state, 0, make_iter(), None, []
+
+
+def _train(exp: Experiment, ckpt: Checkpointer, workdir: str, stop_at_step) -> dict:
+    c = exp.config
+    state, start, data_iter, window, superseded = _start(exp, ckpt, workdir)
+    _save_config(c, workdir)
+    logs = workdir_lib.MetricsLog(workdir, primary=jax.process_index() == 0)
+    aside = os.path.join(workdir, "metrics.superseded.jsonl") if superseded else None
+    logs.truncate_after(start, dropped_to=aside)
+    end = int(c.total_steps if stop_at_step is None else min(stop_at_step, c.total_steps))
+    run = _Run(exp, ckpt, logs, data_iter, workdir)
+    try:
+        return run.loop(state, start, end, _window_from_json(window))
+    finally:
+        if run.bar is not None:
+            run.bar.close()
+        logs.close()
+
+
+class _Run:
+    """The per-run bookkeeping of :func:`train`'s loop (what is pending, what was checked)."""
+
+    def __init__(self, exp: Experiment, ckpt: Checkpointer, logs, data_iter, workdir: str):
+        self.exp, self.ckpt, self.logs, self.data_iter = exp, ckpt, logs, data_iter
+        self.workdir = workdir
+        self.samples_dir = os.path.join(workdir, "samples")
+        self.cfg_json = json.loads(exp.config.to_json_best_effort())
+        self.pending = None  # (step, window) of a row to write once the next step is dispatched
+        self.last: dict = {}  # the latest row written
+        self.last_eval: dict = {}
+        self.last_step = 0
+        self.saved_step: int | None = None
+        self.bar = None
+
+    def loop(self, state, start: int, end: int, window) -> dict:
+        c, exp = self.exp.config, self.exp
+        self.saved_step = start if start else None
+        self.bar = _progress_bar(start, c.total_steps)
+        hooks = [
+            periodic_actions.ReportProgress(num_train_steps=c.total_steps, writer=self.logs.writer)
+        ]
+        if c.profile and jax.process_index() == 0:
+            hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=self.workdir))
+        step, stopped = start, None
+        every_stop = int(c.get("stop_check_every_steps", 10))
+        with _StopSignal() as stop:
+            while step < end:
+                local = next(self.data_iter)
+                if not c.model.class_conditional:
+                    local["label"] = np.full_like(local["label"], exp.num_classes)
+                state, metrics = exp.train_step(state, global_batch(local, exp.mesh), exp.root_rng)
+                window = _fold_step(window, metrics, state.step)
+                step += 1
+                self.flush()  # the previous log step's row: its step is done or nearly
+                for h in hooks:
+                    h(step)
+                if self.bar is not None:
+                    self.bar.update(1)
+                if step % c.log_every_steps == 0 or step == end:
+                    self.pending = (step, window)
+                    if step % c.log_every_steps == 0:
+                        window = None
+                stopping = stop.poll(step, every_stop)
+                self.events(state, step, end, window, stopping)
+                if stopping:
+                    stopped = stop.received or "a stop request"
+                    break
+        self.flush()
+        if stopped and jax.process_index() == 0:
+            print(f"\nReceived {stopped}: checkpoint saved at step {step}.", flush=True)
+        return dict(step=step, metrics=self.last, workdir=self.workdir, samples=self.samples_dir,
+                    stopped=stopped, eval=self.last_eval)  # fmt: skip
+
+    def events(self, state, step: int, end: int, window, stopping: bool) -> None:
+        """Checkpoint, sample and evaluate when due; each first checks every step so far."""
+        c = self.exp.config
+        save = step % c.checkpoint_every_steps == 0 or step == end or stopping
+        sample = bool(c.sample_every_steps) and (
+            step % c.sample_every_steps == 0 or step == c.total_steps
+        )
+        evaluate = _eval_due(c, step)
+        if not (save or sample or evaluate):
+            return
+        self.flush()
+        if window is not None:
+            self.check(jax.device_get(window), step)
+        if save:
+            self.ckpt.save(step, state, self.data_iter, self.cfg_json,
+                           loop={"window": _window_to_json(window)})  # fmt: skip
+            self.saved_step = step
+            self.chart()
             if stopping:
-                print(
-                    f"\nReceived {stop.received or 'a stop request'}: "
-                    f"checkpoint saved at step {step}."
-                )
-                break
+                self.ckpt.wait()
+        if sample:
+            write_training_samples(self.exp, state, step, self.samples_dir)
+        if evaluate:
+            self.evaluate(state, step)
+
+    def flush(self) -> None:
+        """Writes the pending row (fetching its window) and checks it."""
+        if self.pending is None:
+            return
+        step, window = self.pending
+        self.pending = None
+        host = jax.device_get(window)
+        self.check(host, step)
+        self.last = _summarise(host)
+        self.logs.write(step, self.last)
+        self.last_step = step
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{self.last['train/loss']:.4f}", refresh=False)
+
+    def check(self, host: dict, step: int) -> None:
+        """NonFiniteLossError if the window holds a non-finite step (halt mode)."""
+        bad = int(host["bad_step"])
+        if bad < 0 or self.exp.config.on_nonfinite != "halt":
+            return
+        steps = self.ckpt.all_steps()
+        older = [s for s in steps if s < (steps[-1] if steps else 0)]
+        hint = (f" or from an older one with --config.restore_step=N (N in {older})"
+                if older else "")  # fmt: skip
+        saved = f"the newest checkpoint is {steps[-1]}" if steps else "no checkpoint was saved"
+        raise NonFiniteLossError(
+            f"non-finite loss, gradient or weights at step {bad} (steps "
+            f"{int(host['first_step'])}-{step} were checked together); the batch's λ range was "
+            f"[{float(host['bad_lam_min']):.3f}, {float(host['bad_lam_max']):.3f}]. Nothing "
+            f"after step {self.saved_step or 0} was saved; {saved}. Resume from it with a "
+            f"smaller optim.lr{hint}, or set --config.on_nonfinite=skip to skip such steps"
+        )
+
+    def chart(self) -> None:
+        """The loss-per-λ bar chart of the latest row (drawn at checkpoint steps only)."""
+        if self.logs.writer is not None and self.last:
+            self.logs.write_image(
+                self.last_step, "train/loss_by_lambda", lambda_loss_chart(self.last)
+            )
+
+    def evaluate(self, state, step: int) -> None:
+        c = self.exp.config
+        scores = evaluate_quality(self.exp, state, self.workdir)
+        self.last_eval = {k: float(v) for k, v in scores.items()}
+        settings = sampling_settings(c, int(c.eval.quality_num_samples), mode="train")
+        self.logs.write(step, scores, settings=settings)
+        if jax.process_index() == 0:
+            text = ", ".join(f"{k.removeprefix('eval/')} {v:.4g}" for k, v in scores.items())
+            _console(self.bar, f"step {step} eval: {text}")
+
+
+def _console(bar, text: str) -> None:
     if bar is not None:
-        bar.close()
-    logs.flush()
-    return {"step": step, "metrics": last, "workdir": workdir, "samples": samples_dir}
+        bar.write(text)
+    else:
+        print(text, flush=True)
 
 
 def _progress_bar(start: int, total: int):
@@ -269,68 +401,9 @@ def _progress_bar(start: int, total: int):
     )
 
 
-def _digits_eval_due(c, step: int) -> bool:
+def _eval_due(c, step: int) -> bool:
     return (
-        c.data.name == "digits"
+        has_quality_metric(c)
         and bool(c.eval_every_steps)
         and (step % c.eval_every_steps == 0 or step == c.total_steps)
     )
-
-
-def _write_samples(exp: Experiment, state, step: int, samples_dir: str) -> str | None:
-    c = exp.config
-    n = int(c.sampling.num_grid)
-    key = jax.random.fold_in(jax.random.key(c.seed), 0x5A4D ^ step)
-    images, _ = generate.sample_many(exp, generate.sampling_params(state, c), key, n)
-    if jax.process_index() != 0:
-        return None
-    path = generate.save_grid(images, os.path.join(samples_dir, f"step_{step:07d}.png"))
-    return path
-
-
-def evaluate_digits(exp: Experiment, state, workdir: str, num: int | None = None) -> dict:
-    """The embedded default's quality metric on class-conditional samples."""
-    from jaxdiff.evaluation.digits_metric import DigitsMetric
-
-    c = exp.config
-    num = int(num or c.eval.quality_num_samples)
-    metric = DigitsMetric.create(c.data.image_size, c.data.channels, os.path.join(workdir, "cache"))
-    key = jax.random.fold_in(jax.random.key(c.seed), 0xE7A1)
-    images, labels = generate.sample_many(exp, generate.sampling_params(state, c), key, num)
-    scores = metric.score(images, labels if c.model.class_conditional else None)
-    return {f"eval/digits_{k}": v for k, v in scores.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class InferenceState:
-    """The weights sampling needs (``params`` and the EMA copies), without optimizer state."""
-
-    params: Any
-    ema: tuple = ()
-
-
-def restore_for_inference(config, workdir: str, devices=None):
-    """(experiment, state, step) from the latest readable checkpoint of ``workdir``.
-
-    Without a checkpoint there, the weights of ``config.init_from`` (another run, or a
-    converted official DiT) are used as an ``InferenceState`` at step 0, so an imported
-    checkpoint samples and evaluates with no training run.
-    """
-    exp = build_experiment(config, devices=devices)
-    ckpt = Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"))
-    abstract = abstract_with_shardings(exp.abstract_state, exp.state_shardings)
-    restored = ckpt.restore_latest(abstract)
-    if restored is None:
-        if config.get("init_from"):
-            print(f"No checkpoint in {workdir}; using the weights of {config.init_from}")
-            params, ema = _placed_weights(abstract.params, config.init_from, len(abstract.ema))
-            return exp, InferenceState(params=params, ema=ema), 0
-        raise ValueError(
-            f"workdir: no checkpoint found in {workdir!r}; train first (or set init_from)"
-        )
-    state, step = restored
-    return exp, state, step
-
-
-def elapsed(t0: float) -> str:
-    return f"{time.time() - t0:.1f}s"

@@ -8,7 +8,8 @@ import os
 import jax
 import numpy as np
 
-from jaxdiff.training import generate, loop
+from jaxdiff.training import generate, loop, outputs
+from jaxdiff.training.workdir import MetricsLog
 
 
 def run(
@@ -42,12 +43,23 @@ def _print_locations(workdir: str, summary: dict | None = None):
         f"TensorBoard:  tensorboard --logdir {workdir}",
         f"Samples:      {os.path.join(workdir, 'samples')}",
     ]
-    if summary and summary.get("metrics"):
-        m = summary["metrics"]
-        lines.insert(
-            1, f"Finished at step {summary['step']}: loss {m.get('train/loss', float('nan')):.4f}"
-        )
+    if summary:
+        lines.insert(1, _summary_line(summary))
     print("\n".join(lines), flush=True)
+
+
+def _summary_line(summary: dict) -> str:
+    """``Finished at step N: loss L, digits_fd F, ...`` or, after a stop signal, how to resume."""
+    m = summary.get("metrics") or {}
+    scores = [f"loss {m['train/loss']:.4f}"] if m.get("train/loss") is not None else []
+    scores += [f"{k.removeprefix('eval/')} {v:.4g}" for k, v in summary.get("eval", {}).items()]
+    text = f": {', '.join(scores)}" if scores else ""
+    if summary.get("stopped"):
+        return (
+            f"Stopped by {summary['stopped']} at step {summary['step']}{text}. "
+            "Run the same command again to resume."
+        )
+    return f"Finished at step {summary['step']}{text}"
 
 
 def _progress(total: int, desc: str):
@@ -57,8 +69,10 @@ def _progress(total: int, desc: str):
 
 
 def sample(config, workdir: str, num_samples: int) -> dict:
-    """Writes ``samples/sample_<step>.png`` and ``.npz`` (uint8 under ``images``, ``labels``)."""
-    exp, state, step = loop.restore_for_inference(config, workdir)
+    """Writes ``samples/sample_<step>_<settings>.png`` and ``.npz`` (uint8 ``images``,
+    ``labels``), e.g. ``sample_0001000_ddim50_cfg1.5.png``; never overwrites a file (a
+    ``_2``, ``_3``, ... suffix is added)."""
+    exp, state, step = outputs.restore_for_inference(config, workdir)
     key = jax.random.fold_in(jax.random.key(config.seed), 0x5A3E)
     with _progress(num_samples, "sample") as bar:
         images, labels = generate.sample_many(
@@ -68,8 +82,10 @@ def sample(config, workdir: str, num_samples: int) -> dict:
     paths = {}
     if jax.process_index() == 0:
         os.makedirs(out, exist_ok=True)
-        paths["png"] = generate.save_grid(images[:256], os.path.join(out, f"sample_{step:07d}.png"))
-        paths["npz"] = os.path.join(out, f"sample_{step:07d}.npz")
+        tag = outputs.settings_tag(config)
+        stem = outputs.free_stem(os.path.join(out, f"sample_{step:07d}_{tag}"))
+        paths["png"] = generate.save_grid(images[:256], stem + ".png")
+        paths["npz"] = stem + ".npz"
         np.savez(paths["npz"], images=images, labels=labels)
         print(f"Wrote {num_samples} samples: {paths['png']} and {paths['npz']}", flush=True)
     return {"step": step, **paths}
@@ -78,32 +94,34 @@ def sample(config, workdir: str, num_samples: int) -> dict:
 def evaluate(
     config, workdir: str, num_samples=None, fid_stats=None, inception_weights=None
 ) -> dict:
-    """FID / Inception Score against ``fid_stats`` and, on digits, the digits metric."""
-    exp, state, step = loop.restore_for_inference(config, workdir)
-    results = {}
+    """FID / Inception Score against ``fid_stats`` and the dataset's quality metric (digits,
+    photo_crops: ``jaxdiff.evaluation.quality``), with a progress bar.
+
+    Appends one ``metrics.jsonl`` row at the checkpoint's step: the scores under ``eval/...``
+    and the sampler settings under ``settings`` (``mode: "evaluate"``, method, steps,
+    guidance, ...), so it is told apart from training-time evaluations and other settings.
+    """
     fid_stats = fid_stats or config.eval.fid_stats
-    if config.data.name == "digits":
-        results.update(loop.evaluate_digits(exp, state, workdir, num_samples))
-    if fid_stats:
-        results.update(
-            _fid(
-                exp,
-                state,
-                num_samples or config.eval.num_samples,
-                fid_stats,
-                inception_weights or config.eval.inception_weights,
-            )
-        )
-    if not results:
+    if not outputs.has_quality_metric(config) and not fid_stats:
         raise ValueError("evaluate: give --fid_stats=REF.npz (and --inception_weights) for FID")
-    logs = loop.MetricsLog(os.path.abspath(workdir))
-    logs.write(step, results)
-    logs.flush()
+    exp, state, step = outputs.restore_for_inference(config, workdir)
+    results = {}
+    num_quality = int(num_samples or config.eval.quality_num_samples)
+    num_fid = int(num_samples or config.eval.num_samples)
+    if outputs.has_quality_metric(config):
+        with _progress(num_quality, f"evaluate {config.data.name}") as bar:
+            results.update(outputs.evaluate_quality(exp, state, workdir, num_quality, bar))
+    if fid_stats:
+        weights = inception_weights or config.eval.inception_weights
+        results.update(_fid(exp, state, num_fid, fid_stats, weights))
+    settings = outputs.sampling_settings(config, num_fid if fid_stats else num_quality, "evaluate")
+    if fid_stats and outputs.has_quality_metric(config):
+        settings["quality_num_samples"] = num_quality
+    logs = MetricsLog(os.path.abspath(workdir), primary=jax.process_index() == 0, tensorboard=False)
+    logs.write(step, results, settings=settings)
     if jax.process_index() == 0:
-        print(
-            json.dumps({"step": step, **{k: float(v) for k, v in results.items()}}, indent=1),
-            flush=True,
-        )
+        row = {"step": step, **{k: float(v) for k, v in results.items()}, "settings": settings}
+        print(json.dumps(row, indent=1), flush=True)
     return results
 
 

@@ -163,13 +163,19 @@ def train_step(
         sampler_state=sampler_state,
         weighting_state=_update_weighting(state.weighting_state, weighting_grads, optimizer),
     )
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    if skip_nonfinite:
+    # Finite loss, gradient AND new state: an update can overflow the weights (a huge lr)
+    # with a finite loss; such a state must never be kept or saved.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new)
+    if skip_nonfinite:  # the prior state exactly (bitwise); only the step counter advances
         keep = lambda n, o: jnp.where(finite, n, o)
         new = new.replace(
             params=jax.tree_util.tree_map(keep, new.params, state.params),
             ema=jax.tree_util.tree_map(keep, new.ema, state.ema),
             opt_state=jax.tree_util.tree_map(keep, new.opt_state, state.opt_state),
+            sampler_state=jax.tree_util.tree_map(keep, new.sampler_state, state.sampler_state),
+            weighting_state=jax.tree_util.tree_map(
+                keep, new.weighting_state, state.weighting_state
+            ),
         )
     bin_sum, bin_count = _bin_stats(aux["loss_per_example"], aux["lam"], LAM_BIN_EDGES)
     metrics = {
@@ -184,6 +190,16 @@ def train_step(
         **sampler_metrics,
     }
     return new, metrics
+
+
+def _all_finite(state: TrainState) -> jax.Array:
+    """Whether every floating-point value of the params, EMA, optimizer, sampler and
+    weighting state is finite (one fused reduction)."""
+    leaves = jax.tree_util.tree_leaves(
+        (state.params, state.ema, state.opt_state, state.sampler_state, state.weighting_state)
+    )
+    flags = [jnp.all(jnp.isfinite(x)) for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
 
 
 def jit_train_step(step_fn, state_shardings, mesh) -> Callable:
