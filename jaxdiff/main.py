@@ -1,6 +1,7 @@
 """Command-line entry: ``python -m jaxdiff.main --config=configs/X.py[:variant] --workdir=DIR``.
 
-``--mode=train`` (default, resumes from DIR), ``sample`` or ``evaluate``. Multi-host runs (TPU
+``--mode=train`` (default, resumes from DIR), ``sample``, ``evaluate`` or ``diagnose``
+(noise-level diagnostics of the latest checkpoint, ``jaxdiff.diagnostics``). Multi-host runs (TPU
 pods, SLURM, Kubernetes) are joined through ``jax.distributed``. A bad config value or flag
 prints one line, ``config error: <field>: <problem>; allowed: <values>``, and exits with
 status 2 before anything is compiled; a run that cannot proceed safely prints
@@ -25,7 +26,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from jaxdiff.errors import ConfigError, RunError  # noqa: E402
 
-MODES = ("train", "sample", "evaluate")
+MODES = ("train", "sample", "evaluate", "diagnose")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The fields every config has (drivers and tools override them by these names).
 MAIN_FIELDS = """\
@@ -80,7 +81,7 @@ def help_text() -> str:
 usage: python -m jaxdiff.main --config=configs/X.py[:variant] --workdir=DIR [--mode=MODE]
                               [--config.a.b=value ...]
 
-Trains (resuming from DIR), samples or evaluates a diffusion model. Run it again to resume.
+Trains (resuming from DIR), samples, evaluates or diagnoses a diffusion model. Run it again to resume.
 
 modes (--mode):   {", ".join(MODES)} (train is the default)
 

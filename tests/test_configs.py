@@ -162,7 +162,8 @@ def test_locked_config_has_a_placeholder_for_every_registered_parameter():
     on the locked config (--config.noise.<x>_params.<name>=...)."""
     c = config_lib.base_config()
     cosine = noise.get_schedule("cosine")
-    for name in noise.list_schedules():
+    # (schedules other test modules register for themselves, named test_*, are not built in)
+    for name in [n for n in noise.list_schedules() if not n.startswith("test_")]:
         with pytest.raises(ValueError) as err:
             noise.get_schedule(name, zzz=1.0)
         assert set(_allowed(str(err.value))) <= set(c.noise.schedule_params), name

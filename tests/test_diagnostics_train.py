@@ -91,3 +91,29 @@ def test_heldout_batch_is_a_fixed_test_subset():
     c.model.class_conditional = False
     _, null = dg.heldout_batch(c, dg.resolve_settings({"num_examples": 16}))
     assert (null == c.data.num_classes).all()
+
+
+def test_training_diagnoses_every_n_steps_and_diagnose_mode(tmp_path, capsys):
+    """diagnose_every_steps writes diagnostics/step_<N>.json during training with its ELBO in
+    metrics.jsonl; --mode=diagnose diagnoses the newest checkpoint of the work dir."""
+    from jaxdiff import main
+
+    workdir = str(tmp_path / "run")
+    config = _config(4)
+    config.diagnose_every_steps = 2
+    config.diagnostics.update(SETTINGS)
+    loop.train(config, workdir)
+    for step in (2, 4):
+        assert os.path.exists(os.path.join(workdir, "diagnostics", f"step_{step}.json"))
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    diag = [r for r in rows if "diagnostics/elbo_bpd" in r]
+    assert [r["step"] for r in diag] == [2, 4]
+    assert all(math.isfinite(r["diagnostics/elbo_bpd"]) for r in diag)
+
+    settings = ",".join(f"--config.diagnostics.{k}={v}" for k, v in SETTINGS.items()).split(",")
+    argv = ["jaxdiff.main", f"--config={REPO}/configs/digits.py:tiny", f"--workdir={workdir}",
+            "--mode=diagnose", "--config.diagnostics.seed=1", *settings]  # fmt: skip
+    assert main.cli(argv) == 0
+    assert '"elbo_bpd"' in capsys.readouterr().out
+    with open(os.path.join(workdir, "diagnostics", "step_4.json")) as f:
+        assert json.load(f)["settings"]["seed"] == 1

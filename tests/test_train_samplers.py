@@ -2,6 +2,7 @@
 lives in the train state, is updated, sharded like the rest (1 device = 8 devices), works with
 gradient accumulation, and a run resumed from a checkpoint equals an uninterrupted one."""
 
+import json
 import os
 import sys
 
@@ -125,3 +126,26 @@ def test_loop_logs_sampler_metrics(tmp_path):
     loop.train(c, str(tmp_path / "run"), devices=jax.devices()[:1])
     rows = [line for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert any('"sampler/entropy"' in r for r in rows)
+
+
+def test_loop_records_sampler_density_and_cumulative_wall_clock(tmp_path):
+    """The adaptive sampler's density is drawn at log steps (sampler_density.png); the rows carry
+    cumulative training seconds, which keep increasing across a resume."""
+    workdir = str(tmp_path / "run")
+    c = config("adaptive", total_steps=6, log_every_steps=2, checkpoint_every_steps=2)
+    loop.train(c, workdir, stop_at_step=4, devices=jax.devices()[:1])
+    png = os.path.join(workdir, "sampler_density.png")
+    assert os.path.getsize(png) > 1000
+    first = os.path.getmtime(png)
+    loop.train(c, workdir, devices=jax.devices()[:1])
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    walls = [r["train/wall_s"] for r in rows if "train/wall_s" in r]
+    assert [r["step"] for r in rows if "train/wall_s" in r] == [2, 4, 6]
+    assert all(w > 0 for w in walls) and walls == sorted(walls) and walls[0] < walls[-1]
+    assert os.path.getmtime(png) >= first
+
+
+def test_loop_without_stateful_sampler_writes_no_density(tmp_path):
+    c = config("uncertainty", total_steps=2, log_every_steps=1)
+    loop.train(c, str(tmp_path / "run"), devices=jax.devices()[:1])
+    assert not os.path.exists(tmp_path / "run" / "sampler_density.png")

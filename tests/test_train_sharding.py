@@ -75,7 +75,10 @@ def test_grad_accumulation_equals_mean_of_micro_batch_gradients():
     b = _batch()
     key = jax.random.key(3)
     kw = dict(apply_fn=exp.apply_fn, spec=exp.spec, sampler_state=None)
-    (loss, aux), grads = step_lib._grads(params, b["image"], b["label"], key, grad_accum=2, **kw)
+    trainable = (params, None)  # no learned weighting
+    (loss, aux), (grads, _) = step_lib._grads(
+        trainable, b["image"], b["label"], key, grad_accum=2, **kw
+    )
 
     def micro_loss(p, x0, y, k):
         k_noise, k_model = jax.random.split(k)

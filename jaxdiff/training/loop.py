@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import time
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +42,7 @@ from jaxdiff.training.outputs import (
     sampling_settings,
     write_training_samples,
 )
+from jaxdiff.training.sampler_report import SamplerDensityLog
 from jaxdiff.training.sharding import global_batch
 from jaxdiff.training.step import LAM_BIN_EDGES
 
@@ -269,6 +271,12 @@ class _Run:
         self.last_step = 0
         self.saved_step: int | None = None
         self.bar = None
+        self.density = SamplerDensityLog(exp.spec, workdir)
+        # Cumulative training seconds (``train/wall_s``): time between log rows, minus the
+        # time spent checkpointing, sampling, evaluating and diagnosing; carried over resumes.
+        self.wall_base = logs.last_value("train/wall_s", default=0.0)
+        self.wall_start = time.perf_counter()
+        self.wall_paused = 0.0
 
     def loop(self, state, start: int, end: int, window) -> dict:
         c, exp = self.exp.config, self.exp
@@ -286,7 +294,8 @@ class _Run:
                 local = next(self.data_iter)
                 if not c.model.class_conditional:
                     local["label"] = np.full_like(local["label"], exp.num_classes)
-                state, metrics = exp.train_step(state, global_batch(local, exp.mesh), exp.root_rng)
+                batch = global_batch(local, exp.mesh)
+                state, metrics = exp.train_step(state, batch, exp.root_rng)
                 window = _fold_step(window, metrics, state.step)
                 step += 1
                 self.flush()  # the previous log step's row: its step is done or nearly
@@ -295,7 +304,8 @@ class _Run:
                 if self.bar is not None:
                     self.bar.update(1)
                 if step % c.log_every_steps == 0 or step == end:
-                    self.pending = (step, window)
+                    density = self.density.dispatch(state.sampler_state, batch["image"])
+                    self.pending = (step, window, density)
                     if step % c.log_every_steps == 0:
                         window = None
                 stopping = stop.poll(step, every_stop)
@@ -304,6 +314,8 @@ class _Run:
                     stopped = stop.received or "a stop request"
                     break
         self.flush()
+        if jax.process_index() == 0:
+            self.density.save()
         if stopped and jax.process_index() == 0:
             print(f"\nReceived {stopped}: checkpoint saved at step {step}.", flush=True)
         return dict(step=step, metrics=self.last, workdir=self.workdir, samples=self.samples_dir,
@@ -317,9 +329,12 @@ class _Run:
             step % c.sample_every_steps == 0 or step == c.total_steps
         )
         evaluate = _eval_due(c, step)
-        if not (save or sample or evaluate):
+        every = int(c.get("diagnose_every_steps", 0) or 0)
+        diagnose = bool(every) and (step % every == 0 or step == c.total_steps)
+        if not (save or sample or evaluate or diagnose):
             return
         self.flush()
+        started = time.perf_counter()
         if window is not None:
             self.check(jax.device_get(window), step)
         if save:
@@ -333,17 +348,25 @@ class _Run:
             write_training_samples(self.exp, state, step, self.samples_dir)
         if evaluate:
             self.evaluate(state, step)
+        if diagnose:
+            self.diagnose(state, step)
+        self.wall_paused += time.perf_counter() - started
 
     def flush(self) -> None:
         """Writes the pending row (fetching its window) and checks it."""
         if self.pending is None:
             return
-        step, window = self.pending
+        step, window, density = self.pending
         self.pending = None
         host = jax.device_get(window)
         self.check(host, step)
         self.last = _summarise(host)
+        wall = time.perf_counter() - self.wall_start - self.wall_paused
+        self.last["train/wall_s"] = self.wall_base + wall
         self.logs.write(step, self.last)
+        image = self.density.finish(step, density)
+        if image is not None:
+            self.logs.write_image(step, "sampler/density", image)
         self.last_step = step
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{self.last['train/loss']:.4f}", refresh=False)
@@ -382,6 +405,23 @@ class _Run:
         if jax.process_index() == 0:
             text = ", ".join(f"{k.removeprefix('eval/')} {v:.4g}" for k, v in scores.items())
             _console(self.bar, f"step {step} eval: {text}")
+
+
+    def diagnose(self, state, step: int) -> None:
+        """Noise-level diagnostics (``jaxdiff.diagnostics``) of the sampling weights:
+        diagnostics/step_<N>.json and .png, their scalars in metrics.jsonl and TensorBoard."""
+        from jaxdiff.diagnostics import diagnose, report
+        from jaxdiff.training import generate
+
+        params = generate.sampling_params(state, self.exp.config)
+        result = diagnose(self.exp, params, self.workdir, step)
+        if jax.process_index() == 0:
+            scalars = report.tensorboard_scalars(result)
+            self.logs.write(step, scalars)
+            self.logs.write_image(step, "diagnostics/per_lambda",
+                                  report.figure_image(result, self.exp.spec))  # fmt: skip
+            text = f"elbo {scalars['diagnostics/elbo_bpd']:.4g} bits/dim"
+            _console(self.bar, f"step {step} diagnostics: {text}")
 
 
 def _console(bar, text: str) -> None:

@@ -1,4 +1,4 @@
-"""What ``jaxdiff.main`` runs for each mode: train, sample, evaluate."""
+"""What ``jaxdiff.main`` runs for each mode: train, sample, evaluate, diagnose."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import jax
 import numpy as np
 
+from jaxdiff.errors import ConfigError
 from jaxdiff.training import generate, loop, outputs
 from jaxdiff.training.workdir import MetricsLog
 
@@ -29,7 +30,11 @@ def run(
         return sample(config, workdir, num_samples or int(config.sampling.num_grid))
     if mode == "evaluate":
         return evaluate(config, workdir, num_samples, fid_stats, inception_weights)
-    raise ValueError(f"mode: unknown {mode!r}; known: ['train', 'sample', 'evaluate']")
+    if mode == "diagnose":
+        from jaxdiff.diagnostics.workdir import diagnose_workdir
+
+        return diagnose_workdir(config, workdir)
+    raise ConfigError("--mode", f"unknown {mode!r}", "train, sample, evaluate, diagnose")
 
 
 def _print_locations(workdir: str, summary: dict | None = None):
@@ -103,7 +108,10 @@ def evaluate(
     """
     fid_stats = fid_stats or config.eval.fid_stats
     if not outputs.has_quality_metric(config) and not fid_stats:
-        raise ValueError("evaluate: give --fid_stats=REF.npz (and --inception_weights) for FID")
+        raise ConfigError(
+            "--fid_stats", f"data {config.data.name!r} has no built-in quality metric",
+            "a reference statistics file REF.npz (with --inception_weights) for FID",
+        )
     exp, state, step = outputs.restore_for_inference(config, workdir)
     results = {}
     num_quality = int(num_samples or config.eval.quality_num_samples)
@@ -129,8 +137,9 @@ def _fid(exp, state, num: int, stats_path: str, weights: str) -> dict:
     from jaxdiff.evaluation import fid
 
     if not weights:
-        raise ValueError(
-            "eval.inception_weights: the pytorch-fid Inception weights file is required for FID"
+        raise ConfigError(
+            "eval.inception_weights", "the pytorch-fid Inception weights are required for FID",
+            "a path (python -m jaxdiff.evaluation.inception_convert writes one)",
         )
     key = jax.random.fold_in(jax.random.key(exp.config.seed), 0xF1D)
     extractor = fid.load_inception(weights)

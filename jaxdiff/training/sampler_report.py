@@ -42,14 +42,25 @@ class SamplerDensityLog:
             self._density = jax.jit(lambda state, x0: self.sampler.density(state, grid, x0))
             self._schedule = np.asarray(spec.schedule.density(grid))
 
-    def record(self, step: int, sampler_state, x0) -> np.ndarray | None:
-        """The density at ``step`` (recorded) as an HWC uint8 image, or None if not tracked."""
-        if not self.enabled:
+    def dispatch(self, sampler_state, x0):
+        """Starts computing the density on the device (no wait); None if not tracked."""
+        return self._density(sampler_state, x0) if self.enabled else None
+
+    def finish(self, step: int, density) -> np.ndarray | None:
+        """Records a :meth:`dispatch` result at ``step``; the latest curve as an HWC uint8
+        image (on process 0; None elsewhere or if not tracked)."""
+        if density is None:
             return None
-        row = np.asarray(jax.device_get(self._density(sampler_state, x0)), np.float64)
+        row = np.asarray(jax.device_get(density), np.float64)
+        if jax.process_index() != 0:
+            return None
         self.steps.append(int(step))
         self.rows.append(row)
         return self._figure(evolution=False)
+
+    def record(self, step: int, sampler_state, x0) -> np.ndarray | None:
+        """The density at ``step`` (recorded) as an HWC uint8 image, or None if not tracked."""
+        return self.finish(step, self.dispatch(sampler_state, x0))
 
     def save(self) -> str | None:
         """Writes the evolution PNG; returns its path (None if nothing was recorded)."""

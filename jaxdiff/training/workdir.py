@@ -147,6 +147,21 @@ class MetricsLog:
         os.replace(tmp, self.path)
         return len(drop)
 
+    def last_value(self, key: str, default=None):
+        """The value of ``key`` in the last row that has it (``default`` if none)."""
+        value = default
+        if not os.path.exists(self.path):
+            return value
+        with open(self.path) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and row.get(key) is not None:
+                    value = row[key]
+        return value
+
     def write(self, step: int, scalars: dict, **fields):
         """One row: ``scalars`` (numbers, to TensorBoard too) and extra JSON ``fields``."""
         if not self.primary:
