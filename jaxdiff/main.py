@@ -81,7 +81,8 @@ def help_text() -> str:
 usage: python -m jaxdiff.main --config=configs/X.py[:variant] --workdir=DIR [--mode=MODE]
                               [--config.a.b=value ...]
 
-Trains (resuming from DIR), samples, evaluates or diagnoses a diffusion model. Run it again to resume.
+Trains (resuming from DIR), samples, evaluates or diagnoses a diffusion model.
+Run it again to resume.
 
 modes (--mode):   {", ".join(MODES)} (train is the default)
 

@@ -406,7 +406,6 @@ class _Run:
             text = ", ".join(f"{k.removeprefix('eval/')} {v:.4g}" for k, v in scores.items())
             _console(self.bar, f"step {step} eval: {text}")
 
-
     def diagnose(self, state, step: int) -> None:
         """Noise-level diagnostics (``jaxdiff.diagnostics``) of the sampling weights:
         diagnostics/step_<N>.json and .png, their scalars in metrics.jsonl and TensorBoard."""

@@ -109,7 +109,8 @@ def evaluate(
     fid_stats = fid_stats or config.eval.fid_stats
     if not outputs.has_quality_metric(config) and not fid_stats:
         raise ConfigError(
-            "--fid_stats", f"data {config.data.name!r} has no built-in quality metric",
+            "--fid_stats",
+            f"data {config.data.name!r} has no built-in quality metric",
             "a reference statistics file REF.npz (with --inception_weights) for FID",
         )
     exp, state, step = outputs.restore_for_inference(config, workdir)
@@ -138,7 +139,8 @@ def _fid(exp, state, num: int, stats_path: str, weights: str) -> dict:
 
     if not weights:
         raise ConfigError(
-            "eval.inception_weights", "the pytorch-fid Inception weights are required for FID",
+            "eval.inception_weights",
+            "the pytorch-fid Inception weights are required for FID",
             "a path (python -m jaxdiff.evaluation.inception_convert writes one)",
         )
     key = jax.random.fold_in(jax.random.key(exp.config.seed), 0xF1D)
