@@ -116,8 +116,8 @@ def run_grid(study: Study, scale: str, out: str, *, log=print) -> list[str]:
     env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(out, ".xla_cache"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
     dirs = []
-    for cell in grid.cells:
-        for seed in grid.seeds:
+    for seed in grid.seeds:  # seed-major: a study cut short has every cell at some seeds
+        for cell in grid.cells:
             workdir = run_dir(out, cell, seed)
             dirs.append(workdir)
             if _finished(workdir):
@@ -203,8 +203,8 @@ def read_metrics(workdir: str) -> list[dict]:
 def run_results(study: Study, grid: Grid, out: str) -> tuple[list[dict], list[dict]]:
     """(one result row per finished run, every evaluation as a curve row)."""
     rows, curves = [], []
-    for cell in grid.cells:
-        for seed in grid.seeds:
+    for seed in grid.seeds:  # seed-major: a study cut short has every cell at some seeds
+        for cell in grid.cells:
             workdir = run_dir(out, cell, seed)
             metrics = read_metrics(workdir)
             evals = [m for m in metrics if any(k in m for k in grid.metrics)]

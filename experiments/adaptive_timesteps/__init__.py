@@ -91,11 +91,13 @@ STUDY = common.Study(
             digits_grid.METRICS,
             extra=_TINY_ADAPTIVE,
         ),
+        # cpu: the learned and rule-based samplers against uniform (Laplace is in the full
+        # grid and in hang_schedules).
         "cpu": _grid(
             digits_grid.DIGITS,
-            tuple(SAMPLERS),
-            (0, 1, 2),
-            digits_grid.run_flags(1000, 200, 250, sampling_steps=25),
+            ("uniform", "adaptive", "adaptive_bins", "speed"),
+            digits_grid.CPU_SEEDS,
+            digits_grid.run_flags(digits_grid.CPU_STEPS, 200, 250, sampling_steps=25),
             digits_grid.METRICS,
         ),
         "full": _grid(

@@ -131,10 +131,12 @@ STUDY = common.Study(
             ),
             METRICS,
         ),
+        # cpu: two resolutions (the same field of view at 16 and 32 px) × b ∈ {1, 0.5},
+        # cosine; 64 px, b ∈ {0.7, 0.35} and the linear schedule are in the full grid.
         "cpu": common.Grid(
-            _cells((16, 32, 64), (1.0, 0.7, 0.5, 0.35), ("cosine",)),
+            _cells((16, 32), (1.0, 0.5), ("cosine",)),
             (0, 1, 2),
-            _flags(800, 400, 1000, sampling_steps=25),
+            _flags(400, 200, 250, sampling_steps=25),
             METRICS,
         ),
         "full": common.Grid(

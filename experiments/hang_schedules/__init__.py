@@ -91,11 +91,13 @@ STUDY = common.Study(
             digits_grid.SMOKE_FLAGS,
             digits_grid.METRICS,
         ),
+        # cpu: the paper's headline comparison (Laplace against cosine) and "change p(λ)"
+        # against "change w(λ)"; the other rows are in the full grid.
         "cpu": _grid(
             digits_grid.DIGITS,
-            tuple(ROWS),
-            (0, 1, 2),
-            digits_grid.run_flags(600, 150, 250, sampling_steps=25),
+            ("cosine", "laplace", "laplace_by_weight"),
+            digits_grid.CPU_SEEDS,
+            digits_grid.run_flags(digits_grid.CPU_STEPS, 200, 250, sampling_steps=25),
             digits_grid.METRICS,
         ),
         "full": _grid(
