@@ -421,7 +421,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
             jobs, script = write_jobs(study, out)
             print(f"wrote {jobs} and {script}; after the runs: --scale=full --aggregate")
             return 0
-        if fv.scale != "full":
+        if fv.scale != "full" and not fv.aggregate:
             run_grid(study, fv.scale, out)
         write_outputs(study, fv.scale, out)
         print(f"wrote {os.path.join(out, 'summary.md')}")
