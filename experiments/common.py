@@ -405,7 +405,9 @@ def best_cell(table: dict, metric: str, cells: Sequence[str], lower_is_better: b
 def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("scale", None, list(SCALES), "smoke, cpu or full", flag_values=fv)
     flags.DEFINE_string("out", None, "output directory", flag_values=fv)
-    flags.DEFINE_bool("aggregate", False, "full: tables from the finished runs", flag_values=fv)
+    flags.DEFINE_bool(
+        "aggregate", False, "only tabulate the finished runs (no training)", flag_values=fv
+    )
 
 
 def main(study: Study, argv: Sequence[str] | None = None) -> int:
