@@ -8,14 +8,16 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from jaxdiff.training import checkpoint, experiment, loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from configs import digits  # noqa: E402
+from tests.multihost_worker import configure  # noqa: E402
 
-STEPS = 3
+STEPS = 4
 
 
 def _free_port():
@@ -29,22 +31,21 @@ def _losses(workdir):
     return [r["train/loss"] for r in recs if "train/loss" in r]
 
 
-def _config():
-    c = digits.get_config("tiny")
-    c.total_steps = STEPS
-    c.checkpoint_every_steps = STEPS
-    c.sample_every_steps = 0
-    return c
+def _config(setup="plain"):
+    return configure(digits.get_config("tiny"), STEPS, setup)
 
 
-def test_two_processes_match_one_process_with_8_devices(tmp_path):
+@pytest.mark.parametrize("setup", ["plain", "stateful"])
+def test_two_processes_match_one_process_with_8_devices(tmp_path, setup):
+    """Losses, params and (for "stateful") the adaptive sampler's and the learned weighting's
+    states of two processes × 4 devices equal one process with 8."""
     multi = str(tmp_path / "multi")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     worker = os.path.join(REPO, "tests", "multihost_worker.py")
     procs = [
         subprocess.Popen(
-            [sys.executable, worker, str(port), str(i), multi, str(STEPS)],
+            [sys.executable, worker, str(port), str(i), multi, str(STEPS), setup],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for i in range(2)
@@ -56,20 +57,23 @@ def test_two_processes_match_one_process_with_8_devices(tmp_path):
 
     single = str(tmp_path / "single")
     assert jax.device_count() == 8
-    loop.train(_config(), single, devices=jax.devices()[:8])
+    loop.train(_config(setup), single, devices=jax.devices()[:8])
     a, b = _losses(multi), _losses(single)
     assert len(a) == len(b) == STEPS
     np.testing.assert_allclose(a, b, rtol=1e-5)
 
     # The checkpoint both processes wrote restores in this single process.
-    exp = experiment.build_experiment(_config(), devices=jax.devices()[:8])
+    exp = experiment.build_experiment(_config(setup), devices=jax.devices()[:8])
     ck = checkpoint.Checkpointer(os.path.join(multi, "checkpoints"))
     abstract = checkpoint.abstract_with_shardings(exp.abstract_state, exp.state_shardings)
     state, step = ck.restore_latest(abstract)
     assert step == STEPS and int(state.step) == STEPS
     ck2 = checkpoint.Checkpointer(os.path.join(single, "checkpoints"))
     ref, _ = ck2.restore_latest(abstract)
-    for x, y in zip(
-        jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(ref.params), strict=True
-    ):
+    trees = lambda s: (s.params, s.sampler_state, s.weighting_state)  # noqa: E731
+    leaves = jax.tree_util.tree_leaves(trees(state))
+    assert len(leaves) > len(jax.tree_util.tree_leaves(state.params)) or setup == "plain"
+    for x, y in zip(leaves, jax.tree_util.tree_leaves(trees(ref)), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+    if setup == "stateful":
+        assert int(state.sampler_state["num_updates"]) == STEPS // 2
