@@ -47,12 +47,10 @@ def _grid(config, names, seeds, flags, metrics, extra=()) -> common.Grid:
 
 def conclude(table: dict, curves: list[dict], grid: common.Grid) -> str:
     metric = grid.metrics[0]
-    cells = [f"sampler={n}" for n in SAMPLERS]
-    best, ties = common.best_cell(table, metric, cells)
+    best = common.best_line(table, metric, [f"sampler={n}" for n in SAMPLERS])
     if best is None:
         return "No finished runs."
-    lines = [f"- lowest final {metric}: {best[8:]} ({common.fmt(table[best][metric])})"
-             + (f"; within 2 SE: {', '.join(t[8:] for t in ties)}" if ties else "")]  # fmt: skip
+    lines = [best]
     base = table.get("sampler=uniform")
     for name in SAMPLERS:
         entry = table.get(f"sampler={name}")
@@ -104,13 +102,7 @@ STUDY = common.Study(
             "configs/cifar10.py:schedule=cosine",
             tuple(SAMPLERS),
             (0, 1, 2),
-            (
-                "--config.eval_every_steps=25000",
-                "--config.eval.num_samples=50000",
-                "--config.eval.fid_stats=FID_STATS",
-                "--config.eval.inception_weights=INCEPTION_WEIGHTS",
-                "--config.data.data_dir=TFDS_DIR",
-            ),
+            common.fid_flags(25_000, 50_000, data_dir="TFDS_DIR"),
             ("eval/fid",),
         ),
     },  # fmt: skip

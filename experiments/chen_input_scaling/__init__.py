@@ -87,11 +87,7 @@ def conclude(table: dict, curves: list[dict], grid: common.Grid) -> str:
 
 
 def plot(table: dict, curves: list[dict], out: str, grid: common.Grid) -> list[str]:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
+    plt = common.pyplot()
     parsed = {name: _parse(name) for name in table}
     paths = []
     for metric in grid.metrics[:2]:
@@ -150,12 +146,7 @@ STUDY = common.Study(
                 for b in (1.0, 0.7, 0.5, 0.35)
             ),
             (0,),
-            (
-                "--config.eval_every_steps=50000",
-                "--config.eval.num_samples=50000",
-                "--config.eval.fid_stats=FID_STATS",
-                "--config.eval.inception_weights=INCEPTION_WEIGHTS",
-            ),
+            common.fid_flags(50_000, 50_000),
             ("eval/fid",),
         ),
     },  # fmt: skip

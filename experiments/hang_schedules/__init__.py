@@ -49,12 +49,10 @@ def _grid(config, rows, seeds, flags, metrics) -> common.Grid:
 
 def conclude(table: dict, curves: list[dict], grid: common.Grid) -> str:
     metric = grid.metrics[0]
-    rows = [f"row={r}" for r in ROWS]
-    best, ties = common.best_cell(table, metric, rows)
+    best = common.best_line(table, metric, [f"row={r}" for r in ROWS])
     if best is None:
         return "No finished runs."
-    lines = [f"- lowest final {metric}: {best[4:]} ({common.fmt(table[best][metric])})"
-             + (f"; within 2 SE: {', '.join(t[4:] for t in ties)}" if ties else "")]  # fmt: skip
+    lines = [best]
     for a, b, what in (("laplace", "cosine", "Laplace vs cosine (paper: Laplace better)"),
                        ("laplace", "laplace_by_weight",
                         "change p(λ) vs change w(λ) (paper: p better)")):  # fmt: skip
@@ -104,14 +102,8 @@ STUDY = common.Study(
             "configs/imagenet256_latent_dit.py",
             tuple(ROWS),
             (0,),
-            (
-                "--config.total_steps=500000",
-                "--config.eval_every_steps=100000",
-                "--config.eval.num_samples=10000",
-                "--config.eval.fid_stats=FID_STATS",
-                "--config.eval.inception_weights=INCEPTION_WEIGHTS",
-                "--config.data.data_dir=LATENTS_DIR",
-                "--config.data.vae=VAE_DIR",
+            common.fid_flags(
+                100_000, 10_000, total_steps=500_000, data_dir="LATENTS_DIR", vae="VAE_DIR"
             ),
             ("eval/fid",),
         ),

@@ -136,14 +136,8 @@ STUDY = common.Study(
             TARGETS,
             WEIGHTINGS,
             (0,),
-            (
-                "--config.total_steps=400000",
-                "--config.eval_every_steps=50000",
-                "--config.eval.num_samples=10000",
-                "--config.eval.fid_stats=FID_STATS",
-                "--config.eval.inception_weights=INCEPTION_WEIGHTS",
-                "--config.data.data_dir=LATENTS_DIR",
-                "--config.data.vae=VAE_DIR",
+            common.fid_flags(
+                50_000, 10_000, total_steps=400_000, data_dir="LATENTS_DIR", vae="VAE_DIR"
             ),
             ("eval/fid",),
         ),

@@ -213,17 +213,9 @@ def make_dataset(
     return iter_ds
 
 
-def make_iterator(
-    data_config: Any,
-    *,
-    split: str = "train",
-    seed: int = 0,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    shuffle: bool = True,
-    num_epochs: int | None = None,
-) -> grain.DatasetIterator:
-    """A checkpointable iterator of this host's batches.
+def make_iterator(data_config: Any, **kwargs: Any) -> grain.DatasetIterator:
+    """A checkpointable iterator of this host's batches: ``iter(make_dataset(...))`` with the
+    same keywords (split, seed, process_index, process_count, shuffle, num_epochs).
 
     Yields {"image": float32 (b, H, W, C) in [-1, 1], "label": int32 (b,)} with
     b = data.batch_size // process_count (defaults: jax.process_index()/process_count()).
@@ -232,17 +224,7 @@ def make_iterator(
     resume exactly; inside an Orbax checkpoint use `grain.checkpoint.CheckpointSave(it)` /
     `CheckpointRestore(it)`. `num_epochs=None` repeats forever, reshuffling every epoch.
     """
-    return iter(
-        make_dataset(
-            data_config,
-            split=split,
-            seed=seed,
-            process_index=process_index,
-            process_count=process_count,
-            shuffle=shuffle,
-            num_epochs=num_epochs,
-        )
-    )
+    return iter(make_dataset(data_config, **kwargs))
 
 
 def steps_per_epoch(data_config: Any, split: str = "train") -> int:
