@@ -87,17 +87,19 @@ class Study:
     lower_is_better: bool = True
 
 
-def fid_flags(
+def fid_grid(
+    cells: Sequence[Cell],
+    seeds: Sequence[int],
+    *,
     eval_every: int,
     num_samples: int,
-    *,
     total_steps: int | None = None,
     data_dir: str | None = None,
     vae: str | None = None,
-) -> tuple[str, ...]:
-    """The ``--config`` flags of a full-scale grid scored by FID: ``total_steps`` (if given),
-    evaluation every ``eval_every`` steps on ``num_samples`` samples, and the paths a site
-    fills in (``FID_STATS``, ``INCEPTION_WEIGHTS`` and the given ``data_dir`` / ``vae``)."""
+) -> Grid:
+    """A full-scale grid scored by FID (``eval/fid``): ``total_steps`` (if given), evaluation
+    every ``eval_every`` steps on ``num_samples`` samples, and the paths a site fills in
+    (``FID_STATS``, ``INCEPTION_WEIGHTS`` and the given ``data_dir`` / ``vae``)."""
     flags_ = [f"--config.total_steps={total_steps}"] if total_steps is not None else []
     flags_ += [
         f"--config.eval_every_steps={eval_every}",
@@ -107,7 +109,7 @@ def fid_flags(
     ]
     flags_ += [f"--config.data.data_dir={data_dir}"] if data_dir is not None else []
     flags_ += [f"--config.data.vae={vae}"] if vae is not None else []
-    return tuple(flags_)
+    return Grid(tuple(cells), tuple(seeds), tuple(flags_), ("eval/fid",))
 
 
 # ------------------------------------------------------------------------------- running

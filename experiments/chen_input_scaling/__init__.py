@@ -135,7 +135,7 @@ STUDY = common.Study(
             _flags(400, 200, 250, sampling_steps=25),
             METRICS,
         ),
-        "full": common.Grid(
+        "full": common.fid_grid(
             tuple(
                 common.Cell(
                     (("size", r), ("b", b)),
@@ -146,8 +146,8 @@ STUDY = common.Study(
                 for b in (1.0, 0.7, 0.5, 0.35)
             ),
             (0,),
-            common.fid_flags(50_000, 50_000),
-            ("eval/fid",),
+            eval_every=50_000,
+            num_samples=50_000,
         ),
     },  # fmt: skip
     conclude=conclude,

@@ -42,9 +42,8 @@ ROWS = {  # cell label -> overrides (after the v target and loss)
 }  # fmt: skip
 
 
-def _grid(config, rows, seeds, flags, metrics) -> common.Grid:
-    cells = tuple(common.Cell((("row", r),), config, (*_V, *ROWS[r])) for r in rows)
-    return common.Grid(cells, tuple(seeds), tuple(flags), tuple(metrics))
+def _cells(config, rows) -> tuple[common.Cell, ...]:
+    return tuple(common.Cell((("row", r),), config, (*_V, *ROWS[r])) for r in rows)
 
 
 def conclude(table: dict, curves: list[dict], grid: common.Grid) -> str:
@@ -82,30 +81,20 @@ STUDY = common.Study(
     name=STUDY_NAME,
     question=__doc__.split("\n\n")[0],
     grids={
-        "smoke": _grid(
-            "configs/digits.py:tiny",
-            ("cosine", "laplace"),
-            (0,),
-            digits_grid.SMOKE_FLAGS,
-            digits_grid.METRICS,
-        ),
+        "smoke": digits_grid.smoke_grid(_cells(digits_grid.TINY, ("cosine", "laplace"))),
         # cpu: the paper's headline comparison (Laplace against cosine) and "change p(λ)"
         # against "change w(λ)"; the other rows are in the full grid.
-        "cpu": _grid(
-            digits_grid.DIGITS,
-            ("cosine", "laplace", "laplace_by_weight"),
-            digits_grid.CPU_SEEDS,
-            digits_grid.run_flags(digits_grid.CPU_STEPS, 200, 250, sampling_steps=25),
-            digits_grid.METRICS,
+        "cpu": digits_grid.cpu_grid(
+            _cells(digits_grid.DIGITS, ("cosine", "laplace", "laplace_by_weight"))
         ),
-        "full": _grid(
-            "configs/imagenet256_latent_dit.py",
-            tuple(ROWS),
+        "full": common.fid_grid(
+            _cells("configs/imagenet256_latent_dit.py", tuple(ROWS)),
             (0,),
-            common.fid_flags(
-                100_000, 10_000, total_steps=500_000, data_dir="LATENTS_DIR", vae="VAE_DIR"
-            ),
-            ("eval/fid",),
+            total_steps=500_000,
+            eval_every=100_000,
+            num_samples=10_000,
+            data_dir="LATENTS_DIR",
+            vae="VAE_DIR",
         ),
     },  # fmt: skip
     conclude=conclude,

@@ -20,7 +20,9 @@ import sys
 from typing import Any
 
 import grain
+import jax
 import numpy as np
+from absl import flags
 
 from jaxdiff.data.latent_format import posterior_noise
 from jaxdiff.data.sources import config_get, make_source
@@ -158,8 +160,6 @@ def _check_sizes(global_batch: int, process_count: int, num_records: int) -> int
 
 def _mark_flags_parsed() -> None:
     """Grain worker processes read absl flags; outside absl.app they are unparsed (grain #1355)."""
-    from absl import flags
-
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 
@@ -180,8 +180,6 @@ def make_dataset(
     See `make_iterator`. `source` overrides `make_source(data_config, split)`.
     """
     if process_index is None or process_count is None:
-        import jax
-
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
