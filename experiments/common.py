@@ -112,6 +112,11 @@ def fid_grid(
     return Grid(tuple(cells), tuple(seeds), tuple(flags_), ("eval/fid",))
 
 
+# The evaluation of the studies' full grids on ImageNet-256 SD-VAE latents: FID-10K (Hang et
+# al.'s and the Min-SNR paper's protocol), the latents and the VAE from a site's paths.
+LATENT_FID_10K = dict(num_samples=10_000, data_dir="LATENTS_DIR", vae="VAE_DIR")
+
+
 # ------------------------------------------------------------------------------- running
 def command(cell: Cell, seed: int, workdir: str, grid: Grid, python: str = "python") -> list[str]:
     """The ``jaxdiff.main`` command of one run."""

@@ -92,9 +92,7 @@ STUDY = common.Study(
             (0,),
             total_steps=500_000,
             eval_every=100_000,
-            num_samples=10_000,
-            data_dir="LATENTS_DIR",
-            vae="VAE_DIR",
+            **common.LATENT_FID_10K,
         ),
     },  # fmt: skip
     conclude=conclude,

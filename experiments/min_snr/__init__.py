@@ -128,9 +128,7 @@ STUDY = common.Study(
             (0,),
             total_steps=400_000,
             eval_every=50_000,
-            num_samples=10_000,
-            data_dir="LATENTS_DIR",
-            vae="VAE_DIR",
+            **common.LATENT_FID_10K,
         ),
     },  # fmt: skip
     conclude=conclude,
