@@ -230,12 +230,17 @@ def read_metrics(workdir: str) -> list[dict]:
     return rows
 
 
-def run_results(study: Study, grid: Grid, out: str) -> tuple[list[dict], list[dict]]:
-    """(one result row per finished run, every evaluation as a curve row)."""
+def run_results(
+    study: Study, grid: Grid, out: str, finished_only: bool = False
+) -> tuple[list[dict], list[dict]]:
+    """(one result row per run with an evaluation, every evaluation as a curve row);
+    ``finished_only``: only runs the driver finished (a run still training is left out)."""
     rows, curves = [], []
-    for seed in grid.seeds:  # seed-major: a study cut short has every cell at some seeds
+    for seed in grid.seeds:
         for cell in grid.cells:
             workdir = run_dir(out, cell, seed)
+            if finished_only and not _finished(workdir):
+                continue
             metrics = read_metrics(workdir)
             evals = [m for m in metrics if any(k in m for k in grid.metrics)]
             if not evals:
@@ -299,7 +304,7 @@ def write_outputs(study: Study, scale: str, out: str) -> dict:
     """results.csv, curves.csv, summary.md and the study's plots in ``out``; returns the
     summary table."""
     grid = study.grids[scale]
-    rows, curves = run_results(study, grid, out)
+    rows, curves = run_results(study, grid, out, finished_only=scale != "full")
     columns = ["study", "cell", "seed", "steps", "wall_s", *grid.metrics]
     _write_csv(os.path.join(out, "results.csv"), columns, rows)
     curve_cols = ["study", "cell", "seed", "step", "wall_s", "metric", "value"]
@@ -442,7 +447,9 @@ def best_line(table: dict, metric: str, cells: Sequence[str]) -> str | None:
 def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("scale", None, list(SCALES), "smoke, cpu or full", flag_values=fv)
     flags.DEFINE_string("out", None, "output directory", flag_values=fv)
-    flags.DEFINE_bool("aggregate", False, "full: tables from the finished runs", flag_values=fv)
+    flags.DEFINE_bool(
+        "aggregate", False, "only tabulate the finished runs (no training)", flag_values=fv
+    )
 
 
 def main(study: Study, argv: Sequence[str] | None = None) -> int:
@@ -458,7 +465,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
             jobs, script = write_jobs(study, out)
             print(f"wrote {jobs} and {script}; after the runs: --scale=full --aggregate")
             return 0
-        if fv.scale != "full":
+        if fv.scale != "full" and not fv.aggregate:
             run_grid(study, fv.scale, out)
         write_outputs(study, fv.scale, out)
         print(f"wrote {os.path.join(out, 'summary.md')}")

@@ -19,9 +19,19 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 # Triton (pulled in by torch._dynamo, which diffusers imports) segfaults when its native
-# library is loaded after TensorFlow's (clu and tfds.testing import TensorFlow). Load it first.
+# library is loaded after TensorFlow's (clu and tfds.testing import TensorFlow). Load it first
+# when the torch extra is installed; without it the tests that need torch skip themselves
+# (pytest.importorskip), and CI (JAXDIFF_FAIL_ON_SKIP=1) fails on any skip.
 try:
     import torch  # noqa: F401
     import triton  # noqa: F401
-except ImportError:  # the torch extra is optional outside CI
+except ModuleNotFoundError:  # the torch extra (or Triton, on a CPU-only torch) is absent
     pass
+
+# JAXDIFF_FAIL_ON_SKIP=1: a run with a skipped test exits with status 1 (tests/fail_on_skip.py).
+from fail_on_skip import (  # noqa: E402, F401
+    pytest_collectreport,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)

@@ -2,12 +2,18 @@
 
 import numpy as np
 import pytest
-from pytorch_fid import fid_score
 from scipy.stats import ortho_group
 
 from jaxdiff.evaluation import fid
 
 METHODS = fid.FD_METHODS
+
+
+@pytest.fixture
+def fid_score():
+    """pytorch-fid's fid_score, from the torch extra: a test that asks for it is skipped
+    without it."""
+    return pytest.importorskip("pytorch_fid.fid_score")
 
 
 def _closed_form_commuting(mu1, a, mu2, b):
@@ -50,7 +56,7 @@ def test_non_commuting_2x2(method):
 
 
 @pytest.mark.filterwarnings("ignore:The `disp` argument:DeprecationWarning")
-def test_methods_agree_and_match_pytorch_fid():
+def test_methods_agree_and_match_pytorch_fid(fid_score):
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(200, 20)), rng.normal(size=(150, 20)) @ rng.normal(size=(20, 20))
     stats_x = (x.mean(0), np.cov(x, rowvar=False))
@@ -118,7 +124,7 @@ def test_batched_float64_statistics_equal_one_shot():
         fid.compute_statistics(feats[:1])
 
 
-def test_stats_round_trip_readable_by_pytorch_fid(tmp_path):
+def test_stats_round_trip_readable_by_pytorch_fid(tmp_path, fid_score):
     rng = np.random.default_rng(5)
     mu, sigma = rng.normal(size=8), np.cov(rng.normal(size=(30, 8)), rowvar=False)
     path = tmp_path / "stats.npz"

@@ -7,12 +7,14 @@ saved as a `.pth` and read back through the real converter.
 
 import numpy as np
 import pytest
-import torch
-import torchvision
-from pytorch_fid import fid_score
-from pytorch_fid import inception as pfi
 
 from jaxdiff.evaluation import fid, inception, inception_convert
+
+# The torch extra (pytest without it skips this module).
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+fid_score = pytest.importorskip("pytorch_fid.fid_score")
+pfi = pytest.importorskip("pytorch_fid.inception")
 
 SIZES = ((299, 299), (40, 56))  # the standard size, and a non-square size that is resized
 BATCH = 4

@@ -12,11 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from diffusers import AutoencoderKL as TorchAutoencoderKL
 from safetensors.numpy import load_file, save_file
 
 from jaxdiff.models import convert, vae
+
+# The torch extra (pytest without it skips this module).
+torch = pytest.importorskip("torch")
+TorchAutoencoderKL = pytest.importorskip("diffusers").AutoencoderKL
 
 SMALL = dict(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8)
 SD_WIDTHS = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32)

@@ -5,12 +5,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from scipy import stats
 from sklearn.feature_selection import SelectKBest, f_regression
 
 from jaxdiff import diffusion, noise
 from jaxdiff.noise import adaptive_policy as policy
+
+
+@pytest.fixture
+def torch():
+    """PyTorch, from the torch extra: a test that asks for it is skipped without it."""
+    return pytest.importorskip("torch")
+
 
 COSINE = noise.get_schedule("cosine")
 TINY = {"channels": [4], "hidden_width": 16, "hidden_depth": 1}
@@ -174,7 +180,7 @@ def test_policy_any_input_size_starts_near_uniform(shape):
         assert not np.allclose(a[0], a[1])  # the features depend on x0
 
 
-def test_policy_equals_official_architecture_at_32px():
+def test_policy_equals_official_architecture_at_32px(torch):
     """Same numbers as the official ActorNetwork (conv/ReLU/maxpool ×3, flatten 128·4·4, MLP)
     in PyTorch with our weights, for a non-zero head."""
     params = policy.init_policy(jax.random.key(0), 3)
@@ -198,7 +204,7 @@ def test_policy_equals_official_architecture_at_32px():
 
 
 @pytest.mark.parametrize("size", [1, 3, 5, 7, 9])
-def test_adaptive_pool_matches_torch(size):
+def test_adaptive_pool_matches_torch(size, torch):
     x = np.random.default_rng(size).normal(size=(1, 2, size, size + 1))
     ref = torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x), 4).numpy()
     mh, mw = policy._adaptive_pool_matrix(size, 4), policy._adaptive_pool_matrix(size + 1, 4)

@@ -97,3 +97,22 @@ def test_importance_proposal_must_cover_the_target():
         "importance", noise.get_schedule("ddpm_linear"), proposal="cosine"
     )
     assert ok.weight_moments()["mean"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ddpm_linear_logsnr_matches_closed_form():
+    betas = np.linspace(1e-4, 0.02, 1000)
+    abar = np.cumprod(1 - betas)
+    expected = np.log(abar / (1 - abar))
+    steps = np.arange(1000)
+    got = np.asarray(conditioning.ddpm_linear_logsnr(steps))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(conditioning.ddpm_timestep_from_logsnr(jnp.asarray(expected))),
+        steps,
+        atol=2e-2,
+    )
+    frac = jnp.array([0.25, 10.5, 998.75])
+    back = conditioning.ddpm_timestep_from_logsnr(conditioning.ddpm_linear_logsnr(frac))
+    np.testing.assert_allclose(np.asarray(back), np.asarray(frac), atol=2e-2)
+    ends = conditioning.ddpm_timestep_from_logsnr(jnp.array([20.0, -20.0]))
+    np.testing.assert_array_equal(np.asarray(ends), [0.0, 999.0])

@@ -14,8 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import test_models_convert as official
-import torch
 
 from jaxdiff.evaluation.precision_recall import precision_recall
 from jaxdiff.models import conditioning, convert
@@ -34,6 +32,19 @@ from jaxdiff.training import generate, loop, runner
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import dit_official  # noqa: E402
 from jaxdiff.training.validate import validate_config  # noqa: E402
+
+
+@pytest.fixture
+def torch():
+    """PyTorch, from the torch extra: a test that asks for it is skipped without it."""
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture
+def official(torch):
+    """test_models_convert (official-format DiT weights; needs the torch extra)."""
+    return pytest.importorskip("test_models_convert")
+
 
 # ----------------------------------------------------------------------------- respacing
 
@@ -119,9 +130,9 @@ def _our_noise(key, shape, steps):
 
 
 @pytest.mark.parametrize("section_counts", ["25", "250"])
-def test_learned_variance_ddpm_matches_diffusers_scheduler(section_counts, monkeypatch):
-    from diffusers import DDPMScheduler
-    from diffusers.schedulers import scheduling_ddpm
+def test_learned_variance_ddpm_matches_diffusers_scheduler(section_counts, monkeypatch, torch):
+    DDPMScheduler = pytest.importorskip("diffusers").DDPMScheduler
+    scheduling_ddpm = pytest.importorskip("diffusers.schedulers.scheduling_ddpm")
 
     shape = (2, 4, 4, 3)
     key = jax.random.key(7)
@@ -200,7 +211,7 @@ def test_guidance_on_the_first_channels_only():
 
 
 @pytest.fixture
-def converted(tmp_path, monkeypatch):
+def converted(tmp_path, monkeypatch, torch, official):
     """A tiny official-format DiT (learned σ, 4 latent channels, 8×8) converted to our format."""
     monkeypatch.setattr(official, "SIZE", 8)
     monkeypatch.setattr(official, "DEPTH", 1)

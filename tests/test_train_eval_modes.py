@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxdiff.evaluation import fid, inception, inception_convert
-from jaxdiff.training import loop, runner
+from jaxdiff.training import generate, loop, runner
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import digits  # noqa: E402
@@ -29,11 +29,21 @@ def test_evaluate_mode_logs_fid_and_digits_metric(tmp_path):
 
     real, _ = load_digits(image_size=8, channels=1, split="test")
     real_u8 = np.clip(np.round((real[:16] + 1) * 127.5), 0, 255).astype(np.uint8)
-    st = fid.image_statistics(fid.load_inception(weights), real_u8, batch_size=8)
+    extractor = fid.load_inception(weights)
+    st = fid.image_statistics(extractor, real_u8, batch_size=8)
     ref = str(tmp_path / "ref.npz")
     fid.save_stats(ref, st["mu"], st["sigma"])
     out = runner.evaluate(c, wd, num_samples=16, fid_stats=ref, inception_weights=weights)
     assert np.isfinite(out["eval/fid"]) and out["eval/fid"] > 0
+    # The same 16 samples (the evaluate key, the checkpoint's EMA weights) through
+    # fid.image_statistics give the same FID and Inception Score.
+    exp, state, _ = loop.restore_for_inference(c, wd)
+    key = jax.random.fold_in(jax.random.key(c.seed), 0xF1D)
+    u8, _ = generate.sample_many(exp, generate.sampling_params(state, c), key, 16, uint8=True)
+    gen = fid.image_statistics(extractor, u8, batch_size=16)  # the runner's batch
+    want = fid.frechet_distance(gen["mu"], gen["sigma"], st["mu"], st["sigma"])
+    np.testing.assert_allclose(out["eval/fid"], want, rtol=1e-6)
+    np.testing.assert_allclose(out["eval/inception_score"], gen["is_mean"], rtol=1e-6)
     assert np.isfinite(out["eval/digits_fd"]) and 0.0 <= out["eval/digits_accuracy"] <= 1.0
     last = json.loads(open(os.path.join(wd, "metrics.jsonl")).read().splitlines()[-1])
     assert last["step"] == 2 and "eval/fid" in last and "eval/digits_fd" in last

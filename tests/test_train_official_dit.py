@@ -5,14 +5,17 @@ import sys
 
 import jax
 import numpy as np
-import test_models_convert as official
-import torch
+import pytest
 
 from jaxdiff.models import convert
 from jaxdiff.training import checkpoint, experiment, loop, runner
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import digits  # noqa: E402
+
+# The torch extra (pytest without it skips this module).
+torch = pytest.importorskip("torch")
+official = pytest.importorskip("test_models_convert")
 
 
 def test_converted_official_dit_fine_tunes_and_samples(tmp_path, monkeypatch):

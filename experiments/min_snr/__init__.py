@@ -108,14 +108,14 @@ STUDY = common.Study(
         "smoke": digits_grid.smoke_grid(
             _cell(digits_grid.TINY, "eps", *w) for w in (WEIGHTINGS[0], WEIGHTINGS[4])
         ),
-        # cpu: each target's baseline against Min-SNR-5 (the paper's recommended γ) for ε
-        # and v, evaluated every 100 steps for the steps-to-threshold speed-up.
+        # cpu: the paper's headline comparison, the plain ε loss against Min-SNR-5 (its
+        # recommended γ), evaluated every 100 steps for the steps-to-threshold speed-up; the
+        # other targets and weightings are in the full grid.
         "cpu": digits_grid.cpu_grid(
             (
-                _cell(digits_grid.DIGITS, t, *w)
-                for t in ("eps", "v")
+                _cell(digits_grid.DIGITS, "eps", *w)
                 for w in WEIGHTINGS
-                if w[0] in (BASELINE[t], "min_snr5")
+                if w[0] in (BASELINE["eps"], "min_snr5")
             ),
             eval_every=100,
         ),
