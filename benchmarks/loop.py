@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import append_results, markdown_table  # noqa: E402
 from configs import digits  # noqa: E402
 from jaxdiff import data as data_lib  # noqa: E402
+from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS  # noqa: E402
 from jaxdiff.training import experiment, loop, sharding  # noqa: E402
 
 
@@ -115,8 +116,6 @@ def compile_once(config) -> None:
 
 
 def main():
-    from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS
-
     # The same XLA:CPU flags `python -m jaxdiff.main` sets (before the backend starts).
     os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
     jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="jaxdiff-bench-"))

@@ -24,6 +24,15 @@ import statistics
 import sys
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+# Importing jax does not start the XLA backend; XLA_FLAGS is read when it starts (in main).
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from benchmarks.common import machine  # noqa: E402
+from jaxdiff.models import get_model  # noqa: E402
+from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS  # noqa: E402
+
 # (label, registry name, overrides, batch)
 CASES = [
     ("DiT-S/2", "DiT-S/2", {}, 32),
@@ -45,9 +54,6 @@ def parse_args(argv=None):
 
 def jax_step_fn(model, batch: int, seed: int = 0):
     """Returns step() running one jitted forward+backward; params are float32."""
-    import jax
-    import jax.numpy as jnp
-
     s, c = model.image_size, model.in_channels
     kx, kt = jax.random.split(jax.random.key(seed))
     x = jax.random.normal(kx, (batch, s, s, c))
@@ -115,15 +121,7 @@ def time_interleaved(steps: dict, iters: int, rounds: int = 2) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def machine_description() -> str:
-    from common import machine
-
-    return machine()
-
-
 def run(args) -> str:
-    from jaxdiff.models import get_model
-
     wanted = args.models.split(",")
     rows = []
     for label, name, overrides, batch in CASES:
@@ -158,7 +156,7 @@ def format_table(rows, args) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f"\n## Models: forward+backward throughput ({when})\n\n"
-        f"Machine: {machine_description()}. Median of {args.iters} interleaved steps after one "
+        f"Machine: {machine()}. Median of {args.iters} interleaved steps after one "
         "warm-up step (compilation excluded); float32; MSE loss, gradient of all parameters. "
         "`python benchmarks/models.py`.\n\n" + "\n".join(lines) + "\n"
     )
@@ -166,10 +164,6 @@ def format_table(rows, args) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-    # Importing jax does not start the XLA backend; XLA_FLAGS is read when it starts.
-    from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS
-
     if not args.no_xla_flags:
         flags = FAST_CPU_XLA_FLAGS + " " + os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = flags.strip()

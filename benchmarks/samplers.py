@@ -17,6 +17,7 @@ import argparse
 import datetime
 import functools
 import os
+import sys
 import time
 
 try:  # Triton (imported by diffusers via torch._dynamo) must load before TensorFlow.
@@ -25,7 +26,8 @@ try:  # Triton (imported by diffusers via torch._dynamo) must load before Tensor
 except ImportError:
     pass
 
-from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS  # noqa: E402
 
 # The XLA:CPU flags `python -m jaxdiff.main` sets, before the backend starts.
 os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
@@ -34,17 +36,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax.tree_util import Partial  # noqa: E402
 
+from benchmarks.common import RESULTS, machine  # noqa: E402
 from jaxdiff import noise, sampling  # noqa: E402
 from jaxdiff.models import get_model  # noqa: E402
 from jaxdiff.models.conditioning import logsnr_to_cond  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
-
-
-def machine_description() -> str:
-    from common import machine
-
-    return machine()
 
 
 def _apply(model, variables, x, lam, y):
@@ -149,7 +144,7 @@ def format_table(rows: list[dict], args) -> str:
     head = (
         f"### Samplers: {args.model}, {args.image_size}×{args.image_size}×{args.channels}, "
         f"batch {args.batch}, CFG {args.cfg} (2 rows per sample), cosine schedule\n\n"
-        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {machine_description()}\n\n"
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {machine()}\n\n"
         "| method | steps | NFE | s / batch | samples/s | network rows/s | compile s |\n"
         "|---|---|---|---|---|---|---|\n"
     )

@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import append_results, markdown_table  # noqa: E402
+from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS  # noqa: E402
 from jaxdiff.training import experiment, sharding  # noqa: E402
 from jaxdiff.training.config import base_config  # noqa: E402
 
@@ -124,8 +125,6 @@ def torch_step(model: str, batch: int, steps: int) -> float:
 
 
 def main():
-    from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS
-
     # The same XLA:CPU flags `python -m jaxdiff.main` sets (before the backend starts).
     os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
     p = argparse.ArgumentParser()

@@ -25,6 +25,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import append_results, markdown_table  # noqa: E402
+from jaxdiff.models import vae  # noqa: E402
 
 SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32)
 
@@ -42,8 +43,6 @@ def build(tmp: str):
     """(torch model, jax ae, jax variables) holding the same random sd-vae-width weights."""
     import torch
     from diffusers import AutoencoderKL
-
-    from jaxdiff.models import vae
 
     torch.manual_seed(0)
     net = AutoencoderKL(

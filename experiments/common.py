@@ -87,6 +87,36 @@ class Study:
     lower_is_better: bool = True
 
 
+def fid_grid(
+    cells: Sequence[Cell],
+    seeds: Sequence[int],
+    *,
+    eval_every: int,
+    num_samples: int,
+    total_steps: int | None = None,
+    data_dir: str | None = None,
+    vae: str | None = None,
+) -> Grid:
+    """A full-scale grid scored by FID (``eval/fid``): ``total_steps`` (if given), evaluation
+    every ``eval_every`` steps on ``num_samples`` samples, and the paths a site fills in
+    (``FID_STATS``, ``INCEPTION_WEIGHTS`` and the given ``data_dir`` / ``vae``)."""
+    flags_ = [f"--config.total_steps={total_steps}"] if total_steps is not None else []
+    flags_ += [
+        f"--config.eval_every_steps={eval_every}",
+        f"--config.eval.num_samples={num_samples}",
+        "--config.eval.fid_stats=FID_STATS",
+        "--config.eval.inception_weights=INCEPTION_WEIGHTS",
+    ]
+    flags_ += [f"--config.data.data_dir={data_dir}"] if data_dir is not None else []
+    flags_ += [f"--config.data.vae={vae}"] if vae is not None else []
+    return Grid(tuple(cells), tuple(seeds), tuple(flags_), ("eval/fid",))
+
+
+# The evaluation of the studies' full grids on ImageNet-256 SD-VAE latents: FID-10K (Hang et
+# al.'s and the Min-SNR paper's protocol), the latents and the VAE from a site's paths.
+LATENT_FID_10K = dict(num_samples=10_000, data_dir="LATENTS_DIR", vae="VAE_DIR")
+
+
 # ------------------------------------------------------------------------------- running
 def command(cell: Cell, seed: int, workdir: str, grid: Grid, python: str = "python") -> list[str]:
     """The ``jaxdiff.main`` command of one run."""
@@ -322,7 +352,8 @@ def summary_markdown(study: Study, scale: str, grid: Grid, table: dict, curves, 
 
 
 # ----------------------------------------------------------------------------------- plots
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (imported on first use)."""
     import matplotlib  # noqa: PLC0415 - the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
@@ -342,7 +373,7 @@ def plot_curves(
 ) -> str:
     """Mean over seeds of ``metric`` against ``x`` ("step" or "wall_s"), one line per cell,
     with a ±1 standard-error band."""  # fmt: skip
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     names = cells or sorted({c["cell"] for c in curves})
     for name in names:
@@ -371,7 +402,7 @@ def plot_curves(
 
 def plot_bars(table: dict, metric: str, path: str, cells: Sequence[str], title: str = "") -> str:
     """Final ``metric`` per cell: mean ± standard error (error bars) and the seeds as dots."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 0.55 * len(cells) + 2), 4.2), dpi=110)
     for i, name in enumerate(cells):
         entry = table.get(name)
@@ -399,6 +430,17 @@ def best_cell(table: dict, metric: str, cells: Sequence[str], lower_is_better: b
     best = min(present, key=lambda c: sign * table[c][metric][0])
     ties = [c for c in present if c != best and not differs(table[c][metric], table[best][metric])]
     return best, ties
+
+
+def best_line(table: dict, metric: str, cells: Sequence[str]) -> str | None:
+    """``- lowest final <metric>: <value> (mean ± se)`` and the cells within 2 SE of it, each
+    named by its one parameter's value (cells "key=value"); None when no cell has finished."""
+    best, ties = best_cell(table, metric, cells)
+    if best is None:
+        return None
+    value = lambda name: name.split("=", 1)[1]  # noqa: E731
+    line = f"- lowest final {metric}: {value(best)} ({fmt(table[best][metric])})"
+    return line + (f"; within 2 SE: {', '.join(map(value, ties))}" if ties else "")
 
 
 # --------------------------------------------------------------------------------- entry

@@ -7,7 +7,12 @@ README's default run (configs/digits.py, a DiT with 16 tokens at 16 px).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from experiments import common
+
 DIGITS = "configs/digits.py"
+TINY = "configs/digits.py:tiny"  # the smoke grids' config
 METRICS = ("eval/digits_fd", "eval/digits_accuracy", "eval/digits_fd_real")
 
 
@@ -40,3 +45,16 @@ SMOKE_FLAGS = (
     "--config.log_every_steps=2",
     "--config.sampling.steps=3",
 )
+
+
+def smoke_grid(cells: Iterable[common.Cell]) -> common.Grid:
+    """The smoke scale of a digits study: ``cells`` (on :data:`TINY`), seed 0, a few steps."""
+    return common.Grid(tuple(cells), (0,), SMOKE_FLAGS, METRICS)
+
+
+def cpu_grid(cells: Iterable[common.Cell], eval_every: int = 200) -> common.Grid:
+    """The cpu scale of a digits study: ``cells`` (on :data:`DIGITS`) × :data:`CPU_SEEDS`,
+    :data:`CPU_STEPS` steps, evaluated every ``eval_every`` steps on 250 samples drawn with
+    25 sampling steps."""
+    flags = run_flags(CPU_STEPS, eval_every, 250, sampling_steps=25)
+    return common.Grid(tuple(cells), CPU_SEEDS, flags, METRICS)

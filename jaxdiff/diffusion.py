@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff import noise
+from jaxdiff.errors import over_defaults
 
 NOISE_FIELDS = {
     "schedule": "cosine",
@@ -82,24 +83,13 @@ def _choice(field: str, value: Any, known: list[str] | tuple[str, ...]) -> str:
     return value
 
 
-def _read_fields(noise_config: Any) -> dict:
-    if hasattr(noise_config, "to_dict"):
-        noise_config = noise_config.to_dict()
-    if not isinstance(noise_config, Mapping):
-        raise ValueError(f"noise config must be a ConfigDict or dict, got {type(noise_config)}")
-    unknown = sorted(set(noise_config) - set(NOISE_FIELDS))
-    if unknown:
-        raise ValueError(f"noise: unknown field(s) {unknown}; known: {sorted(NOISE_FIELDS)}")
-    return {**NOISE_FIELDS, **noise_config}
-
-
 def make_noise_spec(noise_config: Any) -> NoiseSpec:
     """Validate `config.noise` (ConfigDict or dict; fields and defaults in NOISE_FIELDS).
 
     Every invalid field raises ValueError naming it, e.g.
     "noise.schedule: unknown 'foo'; known: [...]" or "noise.input_scale must be > 0, got -1".
     """
-    c = _read_fields(noise_config)
+    c = over_defaults("noise", noise_config, NOISE_FIELDS)
     name = _choice("schedule", c["schedule"], noise.list_schedules())
     try:
         schedule = noise.get_schedule(name, **_as_dict("schedule_params", c["schedule_params"]))

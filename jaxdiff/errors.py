@@ -8,9 +8,14 @@
 
 Both are ``ValueError`` / ``RuntimeError`` subclasses, so library callers that catch those
 keep working. ``--verbosity=1`` (or higher) on the command line shows the traceback too.
+:func:`over_defaults` reads a config section (``noise``, ``diagnostics``) onto its defaults,
+refusing fields it does not know.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -28,3 +33,19 @@ class ConfigError(ValueError):
 
 class RunError(RuntimeError):
     """The run stops before doing anything unsafe; the message says what to do."""
+
+
+def over_defaults(section: str, value: Any, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``{**defaults, **value}`` for a config section ``value`` (ConfigDict or mapping).
+
+    Raises ValueError ``<section> must be a ConfigDict or dict`` for anything else and
+    ``<section>: unknown field(s) [...]; known: [...]`` for a field not in ``defaults``.
+    """
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{section} must be a ConfigDict or dict, got {type(value).__name__}")
+    unknown = sorted(set(value) - set(defaults))
+    if unknown:
+        raise ValueError(f"{section}: unknown field(s) {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **value}

@@ -181,7 +181,12 @@ def _check_workdir(workdir: str) -> None:
 
 
 def run(fv) -> object:
-    """Validates the config and runs the mode (imports JAX only now)."""
+    """Validates the config and runs the mode.
+
+    The imports are here, not at the top, so that ``--help`` and flag errors answer without
+    loading the training stack (TensorFlow comes in through clu: ~10 s), and so that the
+    XLA:CPU flags are in the environment before anything can start JAX's backend.
+    """
     from jaxdiff.distributed import init_distributed
     from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS
 

@@ -37,22 +37,19 @@ _TINY_ADAPTIVE = tuple(  # the smoke grid's policy: tiny, updated every 2 steps
 )
 
 
-def _grid(config, names, seeds, flags, metrics, extra=()) -> common.Grid:
-    cells = tuple(
+def _cells(config, names, extra=()) -> tuple[common.Cell, ...]:
+    return tuple(
         common.Cell((("sampler", n),), config, (*_EPS, *SAMPLERS[n], *(extra * (n == "adaptive"))))
         for n in names
     )
-    return common.Grid(cells, tuple(seeds), tuple(flags), tuple(metrics))
 
 
 def conclude(table: dict, curves: list[dict], grid: common.Grid) -> str:
     metric = grid.metrics[0]
-    cells = [f"sampler={n}" for n in SAMPLERS]
-    best, ties = common.best_cell(table, metric, cells)
+    best = common.best_line(table, metric, [f"sampler={n}" for n in SAMPLERS])
     if best is None:
         return "No finished runs."
-    lines = [f"- lowest final {metric}: {best[8:]} ({common.fmt(table[best][metric])})"
-             + (f"; within 2 SE: {', '.join(t[8:] for t in ties)}" if ties else "")]  # fmt: skip
+    lines = [best]
     base = table.get("sampler=uniform")
     for name in SAMPLERS:
         entry = table.get(f"sampler={name}")
@@ -83,35 +80,20 @@ STUDY = common.Study(
     name=STUDY_NAME,
     question=__doc__.split("\n\n")[0],
     grids={
-        "smoke": _grid(
-            "configs/digits.py:tiny",
-            ("uniform", "adaptive"),
-            (0,),
-            digits_grid.SMOKE_FLAGS,
-            digits_grid.METRICS,
-            extra=_TINY_ADAPTIVE,
+        "smoke": digits_grid.smoke_grid(
+            _cells(digits_grid.TINY, ("uniform", "adaptive"), extra=_TINY_ADAPTIVE)
         ),
         # cpu: the learned and rule-based samplers against uniform (Laplace is in the full
         # grid and in hang_schedules).
-        "cpu": _grid(
-            digits_grid.DIGITS,
-            ("uniform", "adaptive", "adaptive_bins", "speed"),
-            digits_grid.CPU_SEEDS,
-            digits_grid.run_flags(digits_grid.CPU_STEPS, 200, 250, sampling_steps=25),
-            digits_grid.METRICS,
+        "cpu": digits_grid.cpu_grid(
+            _cells(digits_grid.DIGITS, ("uniform", "adaptive", "adaptive_bins", "speed"))
         ),
-        "full": _grid(
-            "configs/cifar10.py:schedule=cosine",
-            tuple(SAMPLERS),
+        "full": common.fid_grid(
+            _cells("configs/cifar10.py:schedule=cosine", tuple(SAMPLERS)),
             (0, 1, 2),
-            (
-                "--config.eval_every_steps=25000",
-                "--config.eval.num_samples=50000",
-                "--config.eval.fid_stats=FID_STATS",
-                "--config.eval.inception_weights=INCEPTION_WEIGHTS",
-                "--config.data.data_dir=TFDS_DIR",
-            ),
-            ("eval/fid",),
+            eval_every=25_000,
+            num_samples=50_000,
+            data_dir="TFDS_DIR",
         ),
     },  # fmt: skip
     conclude=conclude,

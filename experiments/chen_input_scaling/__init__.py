@@ -87,11 +87,7 @@ def conclude(table: dict, curves: list[dict], grid: common.Grid) -> str:
 
 
 def plot(table: dict, curves: list[dict], out: str, grid: common.Grid) -> list[str]:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
+    plt = common.pyplot()
     parsed = {name: _parse(name) for name in table}
     paths = []
     for metric in grid.metrics[:2]:
@@ -139,7 +135,7 @@ STUDY = common.Study(
             _flags(400, 200, 250, sampling_steps=25),
             METRICS,
         ),
-        "full": common.Grid(
+        "full": common.fid_grid(
             tuple(
                 common.Cell(
                     (("size", r), ("b", b)),
@@ -150,13 +146,8 @@ STUDY = common.Study(
                 for b in (1.0, 0.7, 0.5, 0.35)
             ),
             (0,),
-            (
-                "--config.eval_every_steps=50000",
-                "--config.eval.num_samples=50000",
-                "--config.eval.fid_stats=FID_STATS",
-                "--config.eval.inception_weights=INCEPTION_WEIGHTS",
-            ),
-            ("eval/fid",),
+            eval_every=50_000,
+            num_samples=50_000,
         ),
     },  # fmt: skip
     conclude=conclude,

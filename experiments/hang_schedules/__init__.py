@@ -42,19 +42,16 @@ ROWS = {  # cell label -> overrides (after the v target and loss)
 }  # fmt: skip
 
 
-def _grid(config, rows, seeds, flags, metrics) -> common.Grid:
-    cells = tuple(common.Cell((("row", r),), config, (*_V, *ROWS[r])) for r in rows)
-    return common.Grid(cells, tuple(seeds), tuple(flags), tuple(metrics))
+def _cells(config, rows) -> tuple[common.Cell, ...]:
+    return tuple(common.Cell((("row", r),), config, (*_V, *ROWS[r])) for r in rows)
 
 
 def conclude(table: dict, curves: list[dict], grid: common.Grid) -> str:
     metric = grid.metrics[0]
-    rows = [f"row={r}" for r in ROWS]
-    best, ties = common.best_cell(table, metric, rows)
+    best = common.best_line(table, metric, [f"row={r}" for r in ROWS])
     if best is None:
         return "No finished runs."
-    lines = [f"- lowest final {metric}: {best[4:]} ({common.fmt(table[best][metric])})"
-             + (f"; within 2 SE: {', '.join(t[4:] for t in ties)}" if ties else "")]  # fmt: skip
+    lines = [best]
     for a, b, what in (("laplace", "cosine", "Laplace vs cosine (paper: Laplace better)"),
                        ("laplace", "laplace_by_weight",
                         "change p(λ) vs change w(λ) (paper: p better)")):  # fmt: skip
@@ -84,36 +81,16 @@ STUDY = common.Study(
     name=STUDY_NAME,
     question=__doc__.split("\n\n")[0],
     grids={
-        "smoke": _grid(
-            "configs/digits.py:tiny",
-            ("cosine", "laplace"),
-            (0,),
-            digits_grid.SMOKE_FLAGS,
-            digits_grid.METRICS,
-        ),
+        "smoke": digits_grid.smoke_grid(_cells(digits_grid.TINY, ("cosine", "laplace"))),
         # cpu: the paper's headline comparison, Laplace against cosine; the other rows and
         # "change p(λ)" against "change w(λ)" (laplace_by_weight) are in the full grid.
-        "cpu": _grid(
-            digits_grid.DIGITS,
-            ("cosine", "laplace"),
-            digits_grid.CPU_SEEDS,
-            digits_grid.run_flags(digits_grid.CPU_STEPS, 200, 250, sampling_steps=25),
-            digits_grid.METRICS,
-        ),
-        "full": _grid(
-            "configs/imagenet256_latent_dit.py",
-            tuple(ROWS),
+        "cpu": digits_grid.cpu_grid(_cells(digits_grid.DIGITS, ("cosine", "laplace"))),
+        "full": common.fid_grid(
+            _cells("configs/imagenet256_latent_dit.py", tuple(ROWS)),
             (0,),
-            (
-                "--config.total_steps=500000",
-                "--config.eval_every_steps=100000",
-                "--config.eval.num_samples=10000",
-                "--config.eval.fid_stats=FID_STATS",
-                "--config.eval.inception_weights=INCEPTION_WEIGHTS",
-                "--config.data.data_dir=LATENTS_DIR",
-                "--config.data.vae=VAE_DIR",
-            ),
-            ("eval/fid",),
+            total_steps=500_000,
+            eval_every=100_000,
+            **common.LATENT_FID_10K,
         ),
     },  # fmt: skip
     conclude=conclude,

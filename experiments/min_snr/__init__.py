@@ -36,11 +36,6 @@ def _cell(config: str, target: str, label: str, weighting: str, gamma) -> common
     return common.Cell((("target", target), ("weighting", label)), config, tuple(flags))
 
 
-def _grid(config, targets, weightings, seeds, common_flags, metrics) -> common.Grid:
-    cells = tuple(_cell(config, t, *w) for t in targets for w in weightings)
-    return common.Grid(cells, tuple(seeds), tuple(common_flags), tuple(metrics))
-
-
 def steps_to_reach(curves: list[dict], cell: str, metric: str, threshold: float) -> float:
     """First evaluated step at which the seed-mean curve of ``cell`` is ≤ threshold (inf if
     never)."""
@@ -110,42 +105,30 @@ STUDY = common.Study(
     name=STUDY_NAME,
     question=__doc__.split("\n\n")[0],
     grids={
-        "smoke": _grid(
-            "configs/digits.py:tiny",
-            ("eps",),
-            (WEIGHTINGS[0], WEIGHTINGS[4]),
-            (0,),
-            digits_grid.SMOKE_FLAGS,
-            digits_grid.METRICS,
+        "smoke": digits_grid.smoke_grid(
+            _cell(digits_grid.TINY, "eps", *w) for w in (WEIGHTINGS[0], WEIGHTINGS[4])
         ),
         # cpu: the paper's headline comparison, the plain ε loss against Min-SNR-5 (its
         # recommended γ), evaluated every 100 steps for the steps-to-threshold speed-up; the
         # other targets and weightings are in the full grid.
-        "cpu": common.Grid(
-            tuple(
+        "cpu": digits_grid.cpu_grid(
+            (
                 _cell(digits_grid.DIGITS, "eps", *w)
                 for w in WEIGHTINGS
                 if w[0] in (BASELINE["eps"], "min_snr5")
             ),
-            digits_grid.CPU_SEEDS,
-            digits_grid.run_flags(digits_grid.CPU_STEPS, 100, 250, sampling_steps=25),
-            digits_grid.METRICS,
-        ),  # fmt: skip
-        "full": _grid(
-            "configs/imagenet256_latent_dit.py:schedule=cosine",
-            TARGETS,
-            WEIGHTINGS,
+            eval_every=100,
+        ),
+        "full": common.fid_grid(
+            [
+                _cell("configs/imagenet256_latent_dit.py:schedule=cosine", t, *w)
+                for t in TARGETS
+                for w in WEIGHTINGS
+            ],
             (0,),
-            (
-                "--config.total_steps=400000",
-                "--config.eval_every_steps=50000",
-                "--config.eval.num_samples=10000",
-                "--config.eval.fid_stats=FID_STATS",
-                "--config.eval.inception_weights=INCEPTION_WEIGHTS",
-                "--config.data.data_dir=LATENTS_DIR",
-                "--config.data.vae=VAE_DIR",
-            ),
-            ("eval/fid",),
+            total_steps=400_000,
+            eval_every=50_000,
+            **common.LATENT_FID_10K,
         ),
     },  # fmt: skip
     conclude=conclude,

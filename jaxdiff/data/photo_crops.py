@@ -228,11 +228,3 @@ class PhotoCrops:
             f"PhotoCrops({self.split}, n={len(self)}, {self.image_size}px, "
             f"fov={self.field_of_view}, classes={NUM_CLASSES})"
         )
-
-
-def load_photo_crops(
-    image_size: int, channels: int = 3, split: str = "train", seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """All crops of `split` as (images (N, S, S, C) float32 in [-1, 1], labels (N,) int32)."""
-    source = PhotoCrops(image_size, channels, split, seed)
-    return source.batch(np.arange(len(source)))

@@ -20,7 +20,9 @@ import sys
 from typing import Any
 
 import grain
+import jax
 import numpy as np
+from absl import flags
 
 from jaxdiff.data.latent_format import posterior_noise
 from jaxdiff.data.sources import config_get, make_source
@@ -158,8 +160,6 @@ def _check_sizes(global_batch: int, process_count: int, num_records: int) -> int
 
 def _mark_flags_parsed() -> None:
     """Grain worker processes read absl flags; outside absl.app they are unparsed (grain #1355)."""
-    from absl import flags
-
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 
@@ -180,8 +180,6 @@ def make_dataset(
     See `make_iterator`. `source` overrides `make_source(data_config, split)`.
     """
     if process_index is None or process_count is None:
-        import jax
-
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
@@ -213,17 +211,9 @@ def make_dataset(
     return iter_ds
 
 
-def make_iterator(
-    data_config: Any,
-    *,
-    split: str = "train",
-    seed: int = 0,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    shuffle: bool = True,
-    num_epochs: int | None = None,
-) -> grain.DatasetIterator:
-    """A checkpointable iterator of this host's batches.
+def make_iterator(data_config: Any, **kwargs: Any) -> grain.DatasetIterator:
+    """A checkpointable iterator of this host's batches: ``iter(make_dataset(...))`` with the
+    same keywords (split, seed, process_index, process_count, shuffle, num_epochs).
 
     Yields {"image": float32 (b, H, W, C) in [-1, 1], "label": int32 (b,)} with
     b = data.batch_size // process_count (defaults: jax.process_index()/process_count()).
@@ -232,17 +222,7 @@ def make_iterator(
     resume exactly; inside an Orbax checkpoint use `grain.checkpoint.CheckpointSave(it)` /
     `CheckpointRestore(it)`. `num_epochs=None` repeats forever, reshuffling every epoch.
     """
-    return iter(
-        make_dataset(
-            data_config,
-            split=split,
-            seed=seed,
-            process_index=process_index,
-            process_count=process_count,
-            shuffle=shuffle,
-            num_epochs=num_epochs,
-        )
-    )
+    return iter(make_dataset(data_config, **kwargs))
 
 
 def steps_per_epoch(data_config: Any, split: str = "train") -> int:

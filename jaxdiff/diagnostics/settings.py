@@ -8,11 +8,12 @@ field (`diagnostics.<field>`) and its allowed values.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
 from ml_collections.config_dict import placeholder
+
+from jaxdiff.errors import over_defaults
 
 DECODERS = ("auto", "discrete", "gaussian")
 
@@ -111,16 +112,6 @@ def resolve_settings(value: Any = None) -> dict[str, Any]:
 
     Unknown fields raise ValueError listing the known ones.
     """
-    defaults = default_settings().to_dict()
-    if value is None:
-        value = {}
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    if not isinstance(value, Mapping):
-        raise ValueError(f"diagnostics must be a ConfigDict or dict, got {type(value).__name__}")
-    unknown = sorted(set(value) - set(defaults))
-    if unknown:
-        raise ValueError(f"diagnostics: unknown field(s) {unknown}; known: {sorted(defaults)}")
-    s = {**defaults, **dict(value)}
+    s = over_defaults("diagnostics", {} if value is None else value, default_settings().to_dict())
     _check(s)
     return s

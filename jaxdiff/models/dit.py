@@ -48,6 +48,13 @@ def check_divides(name: str, divisor: int, other: str, value: int) -> None:
         raise ValueError(f"{name}={divisor} must divide {other}={value}")
 
 
+def _adaln_modulation(c: jax.Array, n: int, width: int, fast_grad: bool) -> list[jax.Array]:
+    """The n (B, width) chunks of Dense(n·width)(SiLU(c)), zero-initialised, created as the
+    calling module's ``adaLN_modulation`` submodule (the official parameter name)."""
+    mod = Dense(n * width, kernel_init=zeros, fast_grad=fast_grad, name="adaLN_modulation")
+    return jnp.split(mod(nn.silu(c)), n, -1)
+
+
 class DiTBlock(nn.Module):
     """AdaLN-Zero block: x += gate·Attn(mod(LN x)); x += gate·MLP(mod(LN x)); c: (B, D)."""
 
@@ -57,11 +64,9 @@ class DiTBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
-        d = x.shape[-1]
-        mod = Dense(6 * d, kernel_init=zeros, fast_grad=self.fast_grad, name="adaLN_modulation")(
-            nn.silu(c)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = _adaln_modulation(
+            c, 6, x.shape[-1], self.fast_grad
         )
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, -1)
         h = modulate(layer_norm(x), shift_msa, scale_msa)
         x = x + gate_msa[:, None] * SelfAttention(self.num_heads, self.fast_grad, name="attn")(h)
         h = modulate(layer_norm(x), shift_mlp, scale_mlp)
@@ -77,11 +82,7 @@ class FinalLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
-        d = x.shape[-1]
-        mod = Dense(2 * d, kernel_init=zeros, fast_grad=self.fast_grad, name="adaLN_modulation")(
-            nn.silu(c)
-        )
-        shift, scale = jnp.split(mod, 2, -1)
+        shift, scale = _adaln_modulation(c, 2, x.shape[-1], self.fast_grad)
         out = self.patch_size**2 * self.out_channels
         x = modulate(layer_norm(x), shift, scale)
         return Dense(out, kernel_init=zeros, fast_grad=self.fast_grad, name="linear")(x)

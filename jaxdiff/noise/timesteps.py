@@ -193,25 +193,29 @@ def stratified_t(key: jax.Array, n: int) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class UniformSampler(StatelessSampler):
-    """λ = schedule.logsnr(t), t ~ U(0, 1); weight 1 (the default)."""
+class _ScheduleTimeSampler(StatelessSampler):
+    """λ = schedule.logsnr(t) with t from the subclass's `draw_t(key, n)`; weight 1."""
 
     schedule: Schedule
+    draw_t: ClassVar[Callable[[jax.Array, int], jax.Array]]
 
     def sample(self, key: jax.Array, n: int, state: Any = None) -> tuple[jax.Array, jax.Array]:
-        lam = self.schedule.logsnr(uniform_t(key, n))
+        lam = self.schedule.logsnr(self.draw_t(key, n))
         return lam, jnp.ones_like(lam)
 
 
 @dataclasses.dataclass(frozen=True)
-class StratifiedSampler(StatelessSampler):
+class UniformSampler(_ScheduleTimeSampler):
+    """λ = schedule.logsnr(t), t ~ U(0, 1); weight 1 (the default)."""
+
+    draw_t = staticmethod(uniform_t)
+
+
+@dataclasses.dataclass(frozen=True)
+class StratifiedSampler(_ScheduleTimeSampler):
     """λ = schedule.logsnr(t), t stratified over [0, 1] (`stratified_t`); weight 1."""
 
-    schedule: Schedule
-
-    def sample(self, key: jax.Array, n: int, state: Any = None) -> tuple[jax.Array, jax.Array]:
-        lam = self.schedule.logsnr(stratified_t(key, n))
-        return lam, jnp.ones_like(lam)
+    draw_t = staticmethod(stratified_t)
 
 
 def _atom_weight(target: Schedule, proposal: Schedule, side: int) -> float:

@@ -38,6 +38,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from jaxdiff.errors import ConfigError, RunError
+from jaxdiff.models.convert import load_converted
 from jaxdiff.training.integrity import fingerprints, path_str
 
 log = logging.getLogger(__name__)
@@ -376,8 +377,6 @@ def load_params(path: str):
     """
     path = os.path.abspath(path)
     if os.path.exists(os.path.join(path, "model.json")):  # a converted official DiT
-        from jaxdiff.models.convert import load_converted
-
         _, variables = load_converted(path)
         return {"params": variables["params"]}
     if os.path.isdir(os.path.join(path, "checkpoints")):

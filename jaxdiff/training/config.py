@@ -1,4 +1,5 @@
-"""The base config every setup starts from, and the one ``key=value`` variant parser.
+"""The base config every setup starts from, the one ``key=value`` variant parser, and what a
+config's fields build (:func:`noise_config`, :func:`build_model`).
 
 Config files in ``configs/`` call :func:`base_config`, set their paper's values and finish
 with :func:`apply_variant`. Every field is overridable on the command line
@@ -17,13 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from jaxdiff import noise
+from jaxdiff import models, noise
 from jaxdiff.diagnostics.settings import default_settings
 from jaxdiff.errors import ConfigError
-from jaxdiff.models import list_models
 
 # Typed placeholders of every registered schedule's, weighting's, timestep sampler's and
 # learned weighting's parameters (tests/test_configs.py checks that none is missing).
@@ -137,6 +138,19 @@ def noise_config(config) -> dict:
     return prune_none(config.noise)
 
 
+def build_model(config) -> nn.Module:
+    """The network of a config: `jaxdiff.models.build_model` with its ``model.*`` and
+    ``data.*`` fields and ``init_from``."""
+    return models.build_model(
+        config.model.name,
+        config.model.overrides.to_dict() if config.model.overrides else {},
+        image_size=config.data.image_size,
+        channels=config.data.channels,
+        num_classes=config.data.num_classes,
+        init_from=config.get("init_from", ""),
+    )
+
+
 # ------------------------------------------------------------------------------- variants
 def flag(value: str | bool) -> bool:
     """A variant key given bare (``:tiny``) or as ``tiny=true|false``."""
@@ -172,7 +186,7 @@ def _one_of(known: Callable[[], list]) -> Callable[[str], str]:
 
 COMMON_VARIANTS: dict[str, Callable[[Any], Any]] = {
     "tiny": flag,  # a seconds-long smoke run
-    "model": _one_of(list_models),  # model.name (its overrides cleared)
+    "model": _one_of(models.list_models),  # model.name (its overrides cleared)
     "schedule": _one_of(noise.list_schedules),  # noise.schedule
     "scale": _positive_float,  # noise.input_scale (Chen 2023's b)
     "target": _one_of(lambda: list(noise.TARGETS)),  # noise.target

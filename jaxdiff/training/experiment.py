@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from jaxdiff import models, noise
 from jaxdiff.diffusion import NoiseSpec, make_noise_spec
 from jaxdiff.training import sharding
-from jaxdiff.training.config import noise_config
+from jaxdiff.training.config import build_model, noise_config
 from jaxdiff.training.optim import learning_rate_schedule, make_optimizer
 from jaxdiff.training.state import TrainState, create_train_state
 from jaxdiff.training.step import bind_train_step, jit_train_step, weighting_optimizer
@@ -78,18 +78,6 @@ def _init_state(config, model, spec: NoiseSpec, optimizer) -> TrainState:
 def root_key_data(seed: int) -> jax.Array:
     """The raw data of ``jax.random.key(seed)`` (step keys are ``fold_in(root, step)``)."""
     return jax.random.key_data(jax.random.key(seed))
-
-
-def build_model(config):
-    """The network of a config (``jaxdiff.models.build_model`` with the config's fields)."""
-    return models.build_model(
-        config.model.name,
-        config.model.overrides.to_dict() if config.model.overrides else {},
-        image_size=config.data.image_size,
-        channels=config.data.channels,
-        num_classes=config.data.num_classes,
-        init_from=config.get("init_from", ""),
-    )
 
 
 def build_experiment(config, devices=None) -> Experiment:

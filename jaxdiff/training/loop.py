@@ -26,8 +26,10 @@ from clu import periodic_actions
 from jax.experimental import multihost_utils
 
 from jaxdiff import data as data_lib
+from jaxdiff import diagnostics
+from jaxdiff.diagnostics import report
 from jaxdiff.errors import RunError
-from jaxdiff.training import resume
+from jaxdiff.training import generate, resume
 from jaxdiff.training import workdir as workdir_lib
 from jaxdiff.training.checkpoint import Checkpointer, abstract_with_shardings, warn
 from jaxdiff.training.experiment import Experiment, build_experiment
@@ -409,11 +411,8 @@ class _Run:
     def diagnose(self, state, step: int) -> None:
         """Noise-level diagnostics (``jaxdiff.diagnostics``) of the sampling weights:
         diagnostics/step_<N>.json and .png, their scalars in metrics.jsonl and TensorBoard."""
-        from jaxdiff.diagnostics import diagnose, report
-        from jaxdiff.training import generate
-
         params = generate.sampling_params(state, self.exp.config)
-        result = diagnose(self.exp, params, self.workdir, step)
+        result = diagnostics.diagnose(self.exp, params, self.workdir, step)
         if jax.process_index() == 0:
             scalars = report.tensorboard_scalars(result)
             self.logs.write(step, scalars)

@@ -65,8 +65,15 @@ def dit_recipe(c: ml_collections.ConfigDict) -> None:
 
 
 def chen_imagenet_rin(arg: str | None, image_size: int) -> ml_collections.ConfigDict:
-    """Chen 2023's RIN on ImageNet at 128 or 256 px with input scaling (b = 0.5 to sweep),
-    the ImageNet-64 optimiser and sampling; ``arg`` holds the common variants."""
+    """Chen 2023's RIN on ImageNet at 128 or 256 px (model ``RIN-imagenet<size>``).
+
+    Our best reading of the paper, not a released config. Chen 2023 Algorithm 2:
+    x_t = √γ·b·x0 + √(1−γ)·ε divided by its std, ε-prediction, with the noisier optimum at
+    higher resolution. Chen's per-resolution b was not recoverable: the default b = 0.5 is a
+    starting point to sweep with ``:scale=B`` (e.g. 1.0, 0.7, 0.5, 0.35). Optimiser and
+    sampling follow the ImageNet-64 recipe (`rin_recipe`, LAMB 2e-3, 150K steps, linear γ).
+    ``arg`` holds the common variants (``:tiny`` is a 32 px tiny RIN).
+    """
     v = parse_variant(arg)
     c = long_run(150_000)
     imagenet_data(c, "imagenet2012", image_size=image_size, batch=1024)

@@ -8,7 +8,10 @@ import os
 import jax
 import numpy as np
 
+from jaxdiff.diagnostics.workdir import diagnose_workdir
 from jaxdiff.errors import ConfigError
+from jaxdiff.evaluation import fid
+from jaxdiff.evaluation.precision_recall import precision_recall
 from jaxdiff.training import generate, loop, outputs
 from jaxdiff.training.workdir import MetricsLog
 
@@ -31,8 +34,6 @@ def run(
     if mode == "evaluate":
         return evaluate(config, workdir, num_samples, fid_stats, inception_weights)
     if mode == "diagnose":
-        from jaxdiff.diagnostics.workdir import diagnose_workdir
-
         return diagnose_workdir(config, workdir)
     raise ConfigError("--mode", f"unknown {mode!r}", "train, sample, evaluate, diagnose")
 
@@ -135,8 +136,6 @@ def evaluate(
 
 
 def _fid(exp, state, num: int, stats_path: str, weights: str) -> dict:
-    from jaxdiff.evaluation import fid
-
     if not weights:
         raise ConfigError(
             "eval.inception_weights",
@@ -167,8 +166,6 @@ def _fid(exp, state, num: int, stats_path: str, weights: str) -> dict:
     }
     reference = fid.load_images(stats_path) if fid.has_images(stats_path) else None
     if reference is not None:  # an ADM reference batch carries its images: precision/recall
-        from jaxdiff.evaluation.precision_recall import precision_recall
-
         batches = extractor.iterate(reference, width or 50, progress=True)
         real = np.concatenate([f for f, _ in batches])
         out["eval/precision"], out["eval/recall"] = precision_recall(real, np.concatenate(pools))

@@ -16,9 +16,8 @@ class TrainState:
     ``ema`` is a tuple aligned with ``config.ema.decays``. ``sampler_state`` is a stateful
     timestep sampler's (``{}`` otherwise); ``weighting_state`` holds a learned weighting's
     parameters and their optimizer state (``{"params", "opt"}``, ``{}`` without one), trained
-    with the model. Randomness is not state: step
-    keys are ``fold_in(key(seed), step)``, so a resumed run draws what an uninterrupted one
-    would.
+    with the model. Randomness is not state: step keys are ``fold_in(key(seed), step)``, so
+    a resumed run draws what an uninterrupted one would.
     """
 
     step: jax.Array

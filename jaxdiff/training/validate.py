@@ -14,14 +14,13 @@ import numbers
 import os
 import re
 
-from jaxdiff import models
 from jaxdiff.data import digits as digits_lib
 from jaxdiff.data import photo_crops
 from jaxdiff.diagnostics.settings import resolve_settings
 from jaxdiff.diffusion import make_noise_spec
 from jaxdiff.errors import ConfigError
 from jaxdiff.sampling.validate import validate_sampling
-from jaxdiff.training.config import noise_config
+from jaxdiff.training.config import build_model, noise_config
 from jaxdiff.training.optim import DECAYS, OPTIMIZERS
 from jaxdiff.training.sharding import resolve_mesh_shape
 
@@ -191,15 +190,7 @@ def _noise_fields(c) -> None:
 
 def _model_fields(c):
     _bool(c, "model.class_conditional")
-    model = models.build_model(
-        c.model.name,
-        c.model.overrides.to_dict() if c.model.overrides else {},
-        image_size=c.data.image_size,
-        channels=c.data.channels,
-        num_classes=c.data.num_classes,
-        init_from=c.get("init_from", ""),
-    )
-    return model
+    return build_model(c)
 
 
 def _eval_fields(c) -> None:
