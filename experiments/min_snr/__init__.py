@@ -93,10 +93,12 @@ def plot(table: dict, curves: list[dict], out: str, grid: common.Grid) -> list[s
     paths = []
     for target in TARGETS:
         cells = [f"target={target},weighting={w[0]}" for w in WEIGHTINGS]
+        if not any(c in table for c in cells):
+            continue  # a target this grid does not train
         paths.append(common.plot_curves(
             curves, grid.metrics[0], os.path.join(out, f"curves_{target}.png"), cells=cells,
             title=f"{grid.metrics[0]} vs steps, target {target}"))  # fmt: skip
-    cells = [c.name for c in STUDY.grids["cpu"].cells if c.name in table] or list(table)
+    cells = [c.name for c in grid.cells if c.name in table] or list(table)
     paths.append(common.plot_bars(table, grid.metrics[0], os.path.join(out, "final_fd.png"), cells))
     return paths
 
