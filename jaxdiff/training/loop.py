@@ -274,6 +274,12 @@ class _Run:
         self.saved_step: int | None = None
         self.bar = None
         self.density = SamplerDensityLog(exp.spec, workdir)
+        # Several simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count)
+        # share the host's few threads: with steps queued ahead, the devices' collectives can
+        # wait on each other for good (XLA:CPU's rendezvous then aborts the process), so there
+        # each step is finished before the next is dispatched. GPUs, TPUs and a single CPU
+        # device keep the host running ahead.
+        self.serialize = exp.mesh.devices.size > 1 and jax.default_backend() == "cpu"
         # Cumulative training seconds (``train/wall_s``): time between log rows, minus the
         # time spent checkpointing, sampling, evaluating and diagnosing; carried over resumes.
         self.wall_base = logs.last_value("train/wall_s", default=0.0)
@@ -298,6 +304,8 @@ class _Run:
                     local["label"] = np.full_like(local["label"], exp.num_classes)
                 batch = global_batch(local, exp.mesh)
                 state, metrics = exp.train_step(state, batch, exp.root_rng)
+                if self.serialize:
+                    metrics["loss"].block_until_ready()
                 window = _fold_step(window, metrics, state.step)
                 step += 1
                 self.flush()  # the previous log step's row: its step is done or nearly
