@@ -85,6 +85,10 @@ def test_kill_and_resume_logs_exactly_the_uninterrupted_rows(tmp_path):
     assert out["step"] == 16
     a, b = strict_rows(straight), strict_rows(killed)
     assert [row["step"] for row in b] == [4, 8, 12, 16]  # each step once
+    walls = [row.pop("train/wall_s") for row in b]
+    assert all(w > 0 for w in walls) and walls == sorted(walls)  # carried over the resume
+    for row in a:
+        row.pop("train/wall_s")  # (seconds differ between runs; everything else is exact)
     assert a == b  # every value: the window 5..8 continued from the checkpoint's window
     assert not [n for n in os.listdir(os.path.join(killed, "checkpoints")) if "tmp" in n]
 
@@ -161,6 +165,7 @@ app.run(main)
 def test_lock_quiet_console_and_sigterm_resume_hint(tmp_path):
     wd = str(tmp_path / "run")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # (set by jaxdiff.main once imported) TF's notice on
     code = SECOND_TRAINER.format(repo=REPO, workdir=wd)
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=REPO, env=env, text=True,
