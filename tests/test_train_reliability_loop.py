@@ -88,8 +88,12 @@ def test_kill_and_resume_logs_exactly_the_uninterrupted_rows(tmp_path):
     walls = [row.pop("train/wall_s") for row in b]
     assert all(w > 0 for w in walls) and walls == sorted(walls)  # carried over the resume
     for row in a:
-        row.pop("train/wall_s")  # (seconds differ between runs; everything else is exact)
-    assert a == b  # every value: the window 5..8 continued from the checkpoint's window
+        row.pop("train/wall_s")  # (seconds differ between runs)
+    assert [sorted(row) for row in a] == [sorted(row) for row in b]
+    for x, y in zip(a, b):  # every value: the window 5..8 continued from the checkpoint's window
+        # (on another CPU, XLA:CPU gave the last window a 2-ulp difference; a wrong window or a
+        # step replayed or lost moves these values by 1e-3 or more)
+        np.testing.assert_allclose([x[k] for k in sorted(x)], [y[k] for k in sorted(x)], rtol=1e-6)
     assert not [n for n in os.listdir(os.path.join(killed, "checkpoints")) if "tmp" in n]
 
 
