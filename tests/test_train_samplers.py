@@ -149,3 +149,34 @@ def test_loop_without_stateful_sampler_writes_no_density(tmp_path):
     c = config("uncertainty", total_steps=2, log_every_steps=1)
     loop.train(c, str(tmp_path / "run"), devices=jax.devices()[:1])
     assert not os.path.exists(tmp_path / "run" / "sampler_density.png")
+
+
+def test_host_chosen_refresh_equals_the_cond_step():
+    """`train_step_at` (the loop's step: compiled with the refresh on multiples of f_S, without
+    it otherwise) against `train_step` (a lax.cond inside) over f_S + 1 steps: the model,
+    EMA, optimizer state and metrics bitwise; the sampler state to float32 rounding (XLA:CPU
+    compiles a conditional's branch with other kernels, which moves the policy's last bits)."""
+    c = config("adaptive")
+    every = c.noise.timesteps_params.update_every
+    exp = experiment.build_experiment(c, devices=jax.devices()[:1])
+    assert exp.train_step_at(0) is exp.train_step_at(every) is not exp.train_step_at(1)
+    cond, split = exp.init_state(), exp.init_state()
+    for i in range(every + 1):
+        batch = sharding.global_batch(_batch(i), exp.mesh)
+        cond, m_cond = exp.train_step(cond, batch, exp.root_rng)
+        split, m_split = exp.train_step_at(i)(split, batch, exp.root_rng)
+        assert float(m_split["sampler/updated"]) == float(i % every == 0)
+        jax.tree_util.tree_map(np.testing.assert_array_equal, m_split, m_cond)
+    cond, split = jax.device_get((cond, split))
+    assert int(split.sampler_state["num_updates"]) == 2
+    for name in ("step", "params", "ema", "opt_state", "weighting_state"):
+        _assert_trees_close(getattr(split, name), getattr(cond, name), rtol=0, atol=0)
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(split.sampler_state), leaves(cond.sampler_state), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(b))))
+
+
+def test_train_step_at_is_the_one_step_without_a_periodic_refresh():
+    for setup in ("adaptive_bins", "uncertainty"):
+        exp = experiment.build_experiment(config(setup), devices=jax.devices()[:1])
+        assert exp.train_step_at(0) is exp.train_step_at(1) is exp.train_step

@@ -42,11 +42,31 @@ class Experiment:
     state_shardings: Any
     root_rng: jax.Array  # raw key data of key(seed), replicated
     train_step: Any  # jitted, sharded train_step(state, batch, rng) -> (state, metrics)
+    step_fn: Any  # the pure train_step with the config bound (for other jitted variants)
     cache: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return int(self.config.data.num_classes)
+
+    def train_step_at(self, step: int) -> Any:
+        """The jitted train step to run on a state whose ``step`` is ``step`` (a host int).
+
+        For a stateful timestep sampler refreshed every ``update_every`` > 1 steps: the step
+        compiled with the refresh on multiples of ``update_every``, else the one compiled
+        without it. The same update as ``train_step``'s lax.cond (up to float32 rounding in
+        the sampler's state), which ran the refresh ~1.5× slower on XLA:CPU
+        (benchmarks/adaptive.py). Otherwise ``train_step``. Compiled on first use, kept in
+        ``cache``; the training loop's step."""
+        sampler = self.spec.timestep_sampler
+        every = int(getattr(sampler, "update_every", 1)) if sampler.stateful else 1
+        if every <= 1:
+            return self.train_step
+        key = ("train_step", step % every == 0)
+        if key not in self.cache:
+            fn = functools.partial(self.step_fn, sampler_due=key[1])
+            self.cache[key] = jit_train_step(fn, self.state_shardings, self.mesh)
+        return self.cache[key]
 
     def init_state(self) -> TrainState:
         """A fresh, sharded train state (params initialised from ``seed``)."""
@@ -136,4 +156,5 @@ def build_experiment(config, devices=None) -> Experiment:
         state_shardings=state_shardings,
         root_rng=jax.device_put(root_key_data(config.seed), sharding.replicated(mesh)),
         train_step=jit_train_step(step_fn, state_shardings, mesh),
+        step_fn=step_fn,
     )

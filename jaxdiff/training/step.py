@@ -91,8 +91,9 @@ def x0_error_fn(apply_fn, spec: NoiseSpec):
     return x0_error
 
 
-def _update_sampler(state, params, images, labels, aux, key, *, apply_fn, spec):
-    """A stateful sampler's update after the optimizer step: (sampler state, metrics)."""
+def _update_sampler(state, params, images, labels, aux, key, *, apply_fn, spec, due=None):
+    """A stateful sampler's update after the optimizer step: (sampler state, metrics).
+    ``due``: None lets the sampler decide on the device; True / False is passed on."""
     sampler = spec.timestep_sampler
     if not sampler.stateful:
         return state.sampler_state, {}
@@ -109,7 +110,8 @@ def _update_sampler(state, params, images, labels, aux, key, *, apply_fn, spec):
         params_after=params,
         x0_error=x0_error_fn(apply_fn, spec),
     )
-    sampler_state, metrics = sampler.update(state.sampler_state, ctx)
+    kw = {} if due is None else {"due": due}
+    sampler_state, metrics = sampler.update(state.sampler_state, ctx, **kw)
     return sampler_state, {f"sampler/{k}": v for k, v in metrics.items()}
 
 
@@ -128,9 +130,14 @@ def train_step(
     grad_accum: int = 1,
     skip_nonfinite: bool = False,
     ema_warmup: bool = True,
+    sampler_due: bool | None = None,
 ) -> tuple[TrainState, dict]:
     """One optimisation step (pure). ``rng`` is the root key's data; the step key is
-    ``fold_in(root, step)``, split into label-dropout, loss and sampler-update keys."""
+    ``fold_in(root, step)``, split into label-dropout, loss and sampler-update keys.
+
+    ``sampler_due``: None (default) lets a stateful sampler decide on the device whether this
+    step refreshes it (``step % update_every == 0``, a ``lax.cond``); True / False compiles
+    the step with / without the refresh, for a caller that makes that choice on the host."""
     key = jax.random.fold_in(jax.random.wrap_key_data(rng), state.step)
     k_label, k_loss = jax.random.split(key)
     labels = batch["label"].astype(jnp.int32)
@@ -153,7 +160,7 @@ def train_step(
     params = optax.apply_updates(state.params, updates)
     sampler_state, sampler_metrics = _update_sampler(
         state, params, batch["image"], labels, aux, jax.random.fold_in(key, 0x5A3),
-        apply_fn=apply_fn, spec=spec,
+        apply_fn=apply_fn, spec=spec, due=sampler_due,
     )  # fmt: skip
     new = state.replace(
         step=state.step + 1,
