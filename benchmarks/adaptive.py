@@ -14,11 +14,11 @@ with uniform timesteps, the same model, batch and step otherwise. Variants:
   one jitted step (``train_step(..., sampler_due=None)``);
 - ``continuous split`` / ``discrete split``: two jitted steps, one compiled without the
   refresh (``sampler_due=False``), one with it unconditionally (``sampler_due=True``), chosen
-  on the host by ``step % f_S == 0`` (``Experiment.train_step_at``, the training loop's);
-- ``continuous separate``: the step without the refresh every step and, on due steps, the
-  refresh as its own jitted call (``sampler.refresh(sampler_state, SamplerContext)``), after
-  a copy of the parameters before the step (the step donates the state). Its λ and policy
-  info are drawn once on the fixed batch (a real step would return its own).
+  on the host by ``step % f_S == 0``;
+- ``continuous separate``: the training loop's step (``Experiment.train_step_at``): the
+  step compiled without the refresh every step and, on due steps, the refresh as its own
+  jitted call (``step.refresh_sampler``) on the inputs the step returns, after a copy of the
+  parameters before the step (the step donates the state).
 
 Timing (all on one fixed device batch, as ``benchmarks/loop.py``'s bare step; compilation
 and a warm-up excluded; the variants interleaved in every repetition so that they share the
@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import statistics
 import sys
@@ -58,7 +59,7 @@ from benchmarks.common import append_results, markdown_table  # noqa: E402
 from configs import digits  # noqa: E402
 from jaxdiff import noise  # noqa: E402
 from jaxdiff.training import experiment, sharding  # noqa: E402
-from jaxdiff.training.step import x0_error_fn  # noqa: E402
+from jaxdiff.training.step import jit_train_step, x0_error_fn  # noqa: E402
 
 VARIANTS = {  # name: (timesteps, version, mode)
     "uniform": ("uniform", None, "cond"),
@@ -97,11 +98,10 @@ class Run:
 
     name: str
     exp: object
-    steps: dict  # {None: the one step} or {True: with the refresh, False: without}
+    step_at: object  # host step -> (state, batch, rng) -> (state, metrics)
     every: int
     state: object = None
     batch: object = None
-    separate: object = None  # (copy, refresh, ctx_fields) of the "separate" mode
     compile_s: float = 0.0
 
     def set_step(self, step: int) -> None:
@@ -109,37 +109,8 @@ class Run:
         self.state = self.state.replace(step=s)
 
     def run(self, step: int):
-        rng, due = self.exp.root_rng, step % self.every == 0
-        if None in self.steps:
-            self.state, m = self.steps[None](self.state, self.batch, rng)
-        elif self.separate is None or not due:
-            self.state, m = self.steps[due](self.state, self.batch, rng)
-        else:  # the step without the refresh, then the refresh as its own jitted call
-            copy, refresh, fields = self.separate
-            before = copy(self.state.params)  # the step donates the state
-            self.state, m = self.steps[False](self.state, self.batch, rng)
-            ctx = noise.SamplerContext(
-                params_before=before, params_after=self.state.params, **fields
-            )
-            self.state = self.state.replace(sampler_state=refresh(self.state.sampler_state, ctx))
+        self.state, m = self.step_at(step)(self.state, self.batch, self.exp.root_rng)
         return m
-
-
-def _separate_refresh(exp, batch, state):
-    """(copy, refresh, context fields): a jitted params copy, the jitted ``sampler.refresh``
-    (sampler state donated, placed like the train state's) and the rest of its context
-    (λ and info drawn once on the fixed batch; in a real step they are the step's own)."""
-    sampler = exp.spec.timestep_sampler
-    x0, labels = batch["image"], batch["label"]
-    lam, _, info = jax.jit(lambda ss, x: sampler.draw(jax.random.key(3), x.shape[0], ss, x))(
-        state.sampler_state, x0
-    )
-    fields = dict(step=jnp.int32(0), key=jax.random.key(4), x0=x0, labels=labels, lam=lam,
-                  info=info, x0_error=x0_error_fn(exp.apply_fn, exp.spec))  # fmt: skip
-    shard = exp.state_shardings
-    copy = jax.jit(lambda p: jax.tree_util.tree_map(jnp.copy, p), out_shardings=shard.params)
-    refresh = jax.jit(sampler.refresh, out_shardings=shard.sampler_state, donate_argnums=(0,))
-    return copy, refresh, fields
 
 
 def build_run(setup: str, variant: str) -> Run:
@@ -150,11 +121,17 @@ def build_run(setup: str, variant: str) -> Run:
     every = int(getattr(sampler, "update_every", 40)) if sampler.stateful else 40
     mode = VARIANTS[variant][2]
     if mode == "cond":
-        steps = {None: exp.train_step}
-    else:  # the training loop's steps (exp.train_step_at): with / without the refresh
-        steps = {False: exp.train_step_at(1)}
-        if mode == "split":
-            steps[True] = exp.train_step_at(0)
+        step_at = lambda s: exp.train_step  # noqa: E731
+    elif mode == "separate":  # the training loop's step
+        step_at = exp.train_step_at
+    else:
+        steps = {
+            due: jit_train_step(
+                functools.partial(exp.step_fn, sampler_due=due), exp.state_shardings, exp.mesh
+            )
+            for due in (True, False)
+        }
+        step_at = lambda s: steps[s % every == 0]  # noqa: E731
     rng = np.random.default_rng(0)
     d = c.data
     local = {
@@ -162,10 +139,8 @@ def build_run(setup: str, variant: str) -> Run:
         "label": rng.integers(0, d.num_classes, d.batch_size).astype(np.int32),
     }
     local["image"] = local["image"].astype(np.float32)
-    r = Run(variant, exp, steps, every, exp.init_state(), sharding.global_batch(local, exp.mesh))
+    r = Run(variant, exp, step_at, every, exp.init_state(), sharding.global_batch(local, exp.mesh))
     t = time.perf_counter()
-    if mode == "separate":
-        r.separate = _separate_refresh(exp, r.batch, r.state)
     for s in (0, 1):  # the due and the not-due executable (one executable: compiled once)
         r.set_step(s)
         jax.block_until_ready(r.run(s))
@@ -297,8 +272,9 @@ def measure(setup: str, variants: list[str], repeats: int, cycles: int) -> tuple
         base = base or {"parts": per, "cycles": c}
         pr, cr = per / base["parts"], c / base["cycles"]
         rate = 1 / (c[0] if cycles else per[0])
+        compile_s = r.compile_s - d[0] - nd[0]  # first calls less a due and a not-due step
         rows.append([setup, r.name, r.every, nd[0] * 1e3, d[0] * 1e3, per[0] * 1e3, pr[0], pr[1],
-                     c[0] * 1e3, cr[0], cr[1], rate, r.compile_s])  # fmt: skip
+                     c[0] * 1e3, cr[0], cr[1], rate, compile_s])  # fmt: skip
     parts = []
     for r in runs:
         if r.exp.spec.timestep_sampler.stateful and "cond" in r.name:
@@ -312,7 +288,7 @@ def measure(setup: str, variants: list[str], repeats: int, cycles: int) -> tuple
 
 HEADER = ["setup", "variant", "f_S", "not-due step ms", "due step ms", "parts ms/step",
           "parts / uniform", "(CPU)", "cycles ms/step", "cycles / uniform", "(CPU)", "steps/s",
-          "first calls s"]  # fmt: skip
+          "compile s"]  # fmt: skip
 PARTS_HEADER = ["setup", "version", "K + B·#S inputs", "uniform step ms", "draw ms", "refresh ms",
                 "refresh in lax.cond ms", "Δ terms ms", "policy step ms",
                 "refresh / f_S / uniform step"]  # fmt: skip
@@ -355,7 +331,9 @@ def main():
         "threads; less sensitive to other jobs on a shared machine). cond: the refresh as a "
         "lax.cond in the one jitted step; split: a step compiled without and one with the "
         "refresh, chosen on the host; separate: the step without it, then the refresh as its "
-        "own jitted call on due steps. Refresh pieces: separately jitted, median wall times. "
+        "own jitted call on due steps. compile: the first calls of the variant's executables "
+        "(a due and a not-due step) less the median due and not-due step. Refresh pieces: "
+        "separately jitted, median wall times. "
         "`python benchmarks/adaptive.py`.",
     )
 

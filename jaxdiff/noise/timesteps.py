@@ -15,7 +15,7 @@ Stateful samplers also have `update_every: int` and `update(state, ctx: SamplerC
 work on steps that are multiples of `update_every`) and `refresh(state, ctx)` (the same
 update, unconditionally, for a separately jitted call on those steps). Those with
 `update_every` > 1 also take `update(state, ctx, due)`, due a Python bool: the caller decided
-(the training loop compiles the step with and without the refresh). The learned samplers
+(a step compiled with or without the refresh, `train_step(sampler_due=...)`). The learned samplers
 live in `adaptive.py` (Kim et al. 2024), `adaptive_bins.py` (VDM++) and `speed.py` (SpeeD).
 """
 

@@ -23,7 +23,12 @@ from jaxdiff.training import sharding
 from jaxdiff.training.config import noise_config
 from jaxdiff.training.optim import learning_rate_schedule, make_optimizer
 from jaxdiff.training.state import TrainState, create_train_state
-from jaxdiff.training.step import bind_train_step, jit_train_step, weighting_optimizer
+from jaxdiff.training.step import (
+    bind_train_step,
+    jit_train_step,
+    refresh_sampler,
+    weighting_optimizer,
+)
 from jaxdiff.training.validate import validate_config
 
 
@@ -42,7 +47,7 @@ class Experiment:
     state_shardings: Any
     root_rng: jax.Array  # raw key data of key(seed), replicated
     train_step: Any  # jitted, sharded train_step(state, batch, rng) -> (state, metrics)
-    step_fn: Any  # the pure train_step with the config bound (for other jitted variants)
+    step_fn: Any  # the pure train_step with the config bound (to jit variants of it)
     cache: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -50,23 +55,19 @@ class Experiment:
         return int(self.config.data.num_classes)
 
     def train_step_at(self, step: int) -> Any:
-        """The jitted train step to run on a state whose ``step`` is ``step`` (a host int).
-
-        For a stateful timestep sampler refreshed every ``update_every`` > 1 steps: the step
-        compiled with the refresh on multiples of ``update_every``, else the one compiled
-        without it. The same update as ``train_step``'s lax.cond (up to float32 rounding in
-        the sampler's state), which ran the refresh ~1.5× slower on XLA:CPU
-        (benchmarks/adaptive.py). Otherwise ``train_step``. Compiled on first use, kept in
-        ``cache``; the training loop's step."""
+        """The train step the loop runs on a state whose ``step`` is ``step`` (a host int):
+        ``train_step``, except with a stateful timestep sampler refreshed every
+        ``update_every`` > 1 steps: then a step compiled without the refresh and, on
+        multiples of ``update_every``, the refresh as its own jitted call after it
+        (``step.refresh_sampler``; the same update and metrics as ``train_step``'s lax.cond,
+        which ran it ~1.4× slower on XLA:CPU: benchmarks/adaptive.py). Same signature."""
         sampler = self.spec.timestep_sampler
         every = int(getattr(sampler, "update_every", 1)) if sampler.stateful else 1
         if every <= 1:
             return self.train_step
-        key = ("train_step", step % every == 0)
-        if key not in self.cache:
-            fn = functools.partial(self.step_fn, sampler_due=key[1])
-            self.cache[key] = jit_train_step(fn, self.state_shardings, self.mesh)
-        return self.cache[key]
+        if "refresh_apart" not in self.cache:
+            self.cache["refresh_apart"] = _refresh_apart(self)
+        return self.cache["refresh_apart"][step % every == 0]
 
     def init_state(self) -> TrainState:
         """A fresh, sharded train state (params initialised from ``seed``)."""
@@ -93,6 +94,37 @@ def _init_state(config, model, spec: NoiseSpec, optimizer) -> TrainState:
     return create_train_state(
         params, optimizer, len(config.ema.decays), sampler_state, weighting_state
     )
+
+
+def _refresh_apart(exp: Experiment) -> dict:
+    """{False: the step without the sampler's refresh, True: it then the refresh}, each
+    ``(state, batch, rng) -> (state, metrics)``; see ``Experiment.train_step_at``."""
+    shard = exp.state_shardings
+    bound = functools.partial(exp.step_fn, sampler_due=False, sampler_context=True)
+    step = jit_train_step(bound, shard, exp.mesh, context=True)
+    copy = jax.jit(lambda p: jax.tree_util.tree_map(jnp.copy, p), out_shardings=shard.params)
+    refresh = jax.jit(
+        functools.partial(
+            refresh_sampler, apply_fn=exp.apply_fn, spec=exp.spec,
+            skip_nonfinite=exp.config.on_nonfinite == "skip",
+        ),
+        out_shardings=(shard.sampler_state, sharding.replicated(exp.mesh)),
+        donate_argnums=(0,),
+    )  # fmt: skip
+
+    def without(state, batch, rng):
+        state, metrics, _ = step(state, batch, rng)
+        return state, metrics
+
+    def with_refresh(state, batch, rng):
+        before = copy(state.params)  # the step donates the state
+        state, metrics, inputs = step(state, batch, rng)
+        sampler_state, m = refresh(
+            state.sampler_state, inputs, batch["image"], before, state.params, metrics["finite"]
+        )
+        return state.replace(sampler_state=sampler_state), {**metrics, **m}
+
+    return {False: without, True: with_refresh}
 
 
 def root_key_data(seed: int) -> jax.Array:
