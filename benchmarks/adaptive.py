@@ -70,9 +70,7 @@ VARIANTS = {  # name: (timesteps, version, mode)
     "discrete split": ("adaptive", "discrete", "split"),
     "discrete separate": ("adaptive", "discrete", "separate"),
 }
-DEFAULT = (
-    "uniform,continuous cond,continuous split,continuous separate,discrete cond,discrete split"
-)
+DEFAULT = ",".join(VARIANTS)
 
 
 def _setup_config(setup: str):
