@@ -2,6 +2,7 @@
 lives in the train state, is updated, sharded like the rest (1 device = 8 devices), works with
 gradient accumulation, and a run resumed from a checkpoint equals an uninterrupted one."""
 
+import functools
 import json
 import os
 import sys
@@ -190,11 +191,15 @@ def test_refresh_apart_after_a_skipped_step_keeps_the_sampler_state():
     x0, labels = jnp.asarray(batch["image"]), jnp.asarray(batch["label"])
     lam, _, info = smp.draw(jax.random.key(1), x0.shape[0], state.sampler_state, x0)
     inputs = dict(step=jnp.int32(0), key=jax.random.key(2), labels=labels, lam=lam, info=info)
+    refresh = jax.jit(
+        functools.partial(
+            step_lib.refresh_sampler, apply_fn=exp.apply_fn, spec=exp.spec, skip_nonfinite=True
+        )
+    )
     for finite in (True, False):
-        new, m = step_lib.refresh_sampler(
-            state.sampler_state, inputs, x0, state.params, state.params, jnp.bool_(finite),
-            apply_fn=exp.apply_fn, spec=exp.spec, skip_nonfinite=True,
-        )  # fmt: skip
+        new, m = refresh(
+            state.sampler_state, inputs, x0, state.params, state.params, jnp.bool_(finite)
+        )
         assert bool(m["finite"]) is finite
         assert int(new["num_updates"]) == int(finite)
 
