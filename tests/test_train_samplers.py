@@ -2,16 +2,19 @@
 lives in the train state, is updated, sharded like the rest (1 device = 8 devices), works with
 gradient accumulation, and a run resumed from a checkpoint equals an uninterrupted one."""
 
+import functools
 import json
 import os
 import sys
 
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxdiff.training import experiment, loop, sharding
+from jaxdiff.training import step as step_lib
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import digits  # noqa: E402
@@ -56,7 +59,8 @@ def run_steps(c, devices, steps=4, state=None, start=0):
     state = exp.init_state() if state is None else state
     metrics = []
     for i in range(start, start + steps):
-        state, m = exp.train_step(state, sharding.global_batch(_batch(i), exp.mesh), exp.root_rng)
+        batch = sharding.global_batch(_batch(i), exp.mesh)
+        state, m = exp.train_step_at(i)(state, batch, exp.root_rng)  # the loop's step
         metrics.append(jax.device_get(m))
     return exp, jax.device_get(state), metrics
 
@@ -149,3 +153,58 @@ def test_loop_without_stateful_sampler_writes_no_density(tmp_path):
     c = config("uncertainty", total_steps=2, log_every_steps=1)
     loop.train(c, str(tmp_path / "run"), devices=jax.devices()[:1])
     assert not os.path.exists(tmp_path / "run" / "sampler_density.png")
+
+
+def test_loop_step_refreshes_apart_like_the_cond_step():
+    """`train_step_at` (the loop's: the step compiled without the refresh, then on multiples
+    of f_S the refresh as its own jitted call) against `train_step` (the sampler's lax.cond
+    inside) over f_S + 1 steps: the model, EMA, optimizer state and metrics bitwise; the
+    sampler's state and metrics to float32 rounding (XLA:CPU compiles a conditional's branch
+    with other kernels, which moves the policy's last bits)."""
+    c = config("adaptive")
+    every = c.noise.timesteps_params.update_every
+    exp = experiment.build_experiment(c, devices=jax.devices()[:1])
+    assert exp.train_step_at(0) is exp.train_step_at(every) is not exp.train_step_at(1)
+    cond, apart = exp.init_state(), exp.init_state()
+    for i in range(every + 1):
+        batch = sharding.global_batch(_batch(i), exp.mesh)
+        cond, m_cond = exp.train_step(cond, batch, exp.root_rng)
+        apart, m_apart = exp.train_step_at(i)(apart, batch, exp.root_rng)
+        assert float(m_apart["sampler/updated"]) == float(i % every == 0)
+        assert m_apart.keys() == m_cond.keys()
+        for k in m_cond:
+            tol = 1e-5 if k.startswith("sampler/") else 0.0
+            np.testing.assert_allclose(m_apart[k], m_cond[k], rtol=tol, atol=0, err_msg=k)
+    cond, apart = jax.device_get((cond, apart))
+    assert int(apart.sampler_state["num_updates"]) == 2
+    for name in ("step", "params", "ema", "opt_state", "weighting_state"):
+        _assert_trees_close(getattr(apart, name), getattr(cond, name), rtol=0, atol=0)
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(apart.sampler_state), leaves(cond.sampler_state), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(b))))
+
+
+def test_refresh_apart_after_a_skipped_step_keeps_the_sampler_state():
+    exp = experiment.build_experiment(config("adaptive", on_nonfinite="skip"), jax.devices()[:1])
+    state, smp = exp.init_state(), exp.spec.timestep_sampler
+    batch = _batch(0)
+    x0, labels = jnp.asarray(batch["image"]), jnp.asarray(batch["label"])
+    lam, _, info = smp.draw(jax.random.key(1), x0.shape[0], state.sampler_state, x0)
+    inputs = dict(step=jnp.int32(0), key=jax.random.key(2), labels=labels, lam=lam, info=info)
+    refresh = jax.jit(
+        functools.partial(
+            step_lib.refresh_sampler, apply_fn=exp.apply_fn, spec=exp.spec, skip_nonfinite=True
+        )
+    )
+    for finite in (True, False):
+        new, m = refresh(
+            state.sampler_state, inputs, x0, state.params, state.params, jnp.bool_(finite)
+        )
+        assert bool(m["finite"]) is finite
+        assert int(new["num_updates"]) == int(finite)
+
+
+def test_train_step_at_is_the_one_step_without_a_periodic_refresh():
+    for setup in ("adaptive_bins", "uncertainty"):
+        exp = experiment.build_experiment(config(setup), devices=jax.devices()[:1])
+        assert exp.train_step_at(0) is exp.train_step_at(1) is exp.train_step

@@ -272,12 +272,21 @@ class AdaptiveSampler:
             "last_reward": reward.astype(jnp.float32),
         }
 
-    def update(self, state: dict, ctx: SamplerContext) -> tuple[dict, dict]:
-        """`refresh` on steps with ctx.step % update_every == 0 (a lax.cond), else the same
-        state; metrics (every step): entropy (batch mean of H[Beta]), mean_lam,
-        selected_lam (|S|,), reward_mean (of the last update), updated (1.0 / 0.0)."""
-        due = jnp.asarray(ctx.step) % self.update_every == 0
-        state = jax.lax.cond(due, lambda: self.refresh(state, ctx), lambda: state)
+    def update(
+        self, state: dict, ctx: SamplerContext, due: bool | None = None
+    ) -> tuple[dict, dict]:
+        """`refresh` on steps with ctx.step % update_every == 0, else the same state.
+
+        due: None decides on the device (a lax.cond on ctx.step); a Python bool is the
+        caller's decision (no cond: the step is compiled with or without the refresh).
+        Metrics (every step): entropy (batch mean of H[Beta]), mean_lam, selected_lam (|S|,),
+        reward_mean (of the last update), updated (1.0 / 0.0)."""
+        if due is None:
+            due = jnp.asarray(ctx.step) % self.update_every == 0
+            state = jax.lax.cond(due, lambda: self.refresh(state, ctx), lambda: state)
+        elif due:
+            state = self.refresh(state, ctx)
+        due = jnp.asarray(due)
         if "alpha" in ctx.info and "beta" in ctx.info:
             a, b = ctx.info["alpha"], ctx.info["beta"]
         else:

@@ -13,7 +13,9 @@ E[weight·f(λ)] = E_{λ~p_schedule}[f(λ)], or the sampler's own documented obj
 Stateful samplers also have `update_every: int` and `update(state, ctx: SamplerContext) ->
 (state, metrics)` (pure, jit-able, to call after every optimizer update: it only does the
 work on steps that are multiples of `update_every`) and `refresh(state, ctx)` (the same
-update, unconditionally, for a separately jitted call on those steps). The learned samplers
+update, unconditionally, for a separately jitted call on those steps). Those with
+`update_every` > 1 also take `update(state, ctx, due)`, due a Python bool: the caller decided
+(a step compiled with or without the refresh, `train_step(sampler_due=...)`). The learned samplers
 live in `adaptive.py` (Kim et al. 2024), `adaptive_bins.py` (VDM++) and `speed.py` (SpeeD).
 """
 

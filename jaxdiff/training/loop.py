@@ -303,9 +303,9 @@ class _Run:
                 if not c.model.class_conditional:
                     local["label"] = np.full_like(local["label"], exp.num_classes)
                 batch = global_batch(local, exp.mesh)
-                state, metrics = exp.train_step(state, batch, exp.root_rng)
+                state, metrics = exp.train_step_at(step)(state, batch, exp.root_rng)
                 if self.serialize:
-                    metrics["loss"].block_until_ready()
+                    jax.block_until_ready((state, metrics))
                 window = _fold_step(window, metrics, state.step)
                 step += 1
                 self.flush()  # the previous log step's row: its step is done or nearly

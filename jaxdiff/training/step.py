@@ -91,26 +91,50 @@ def x0_error_fn(apply_fn, spec: NoiseSpec):
     return x0_error
 
 
-def _update_sampler(state, params, images, labels, aux, key, *, apply_fn, spec):
-    """A stateful sampler's update after the optimizer step: (sampler state, metrics)."""
+def _sampler_inputs(state, images, labels, aux, key) -> dict:
+    """The SamplerContext fields of a stateful sampler's update other than the parameters."""
+    return dict(step=state.step, key=key, x0=images, labels=labels, lam=aux["sampler_lam"],
+                info=aux["sampler_info"], loss_per_example=aux["loss_per_example"],
+                mse=aux["mse"])  # fmt: skip
+
+
+def _update_sampler(state, params, inputs, *, apply_fn, spec, due=None):
+    """A stateful sampler's update after the optimizer step: (sampler state, metrics).
+    ``due``: None lets the sampler decide on the device; True / False is passed on."""
     sampler = spec.timestep_sampler
     if not sampler.stateful:
         return state.sampler_state, {}
     ctx = noise.SamplerContext(
-        step=state.step,
-        key=key,
-        x0=images,
-        labels=labels,
-        lam=aux["sampler_lam"],
-        info=aux["sampler_info"],
-        loss_per_example=aux["loss_per_example"],
-        mse=aux["mse"],
+        **inputs,
         params_before=state.params,
         params_after=params,
         x0_error=x0_error_fn(apply_fn, spec),
     )
-    sampler_state, metrics = sampler.update(state.sampler_state, ctx)
+    kw = {} if due is None else {"due": due}
+    sampler_state, metrics = sampler.update(state.sampler_state, ctx, **kw)
     return sampler_state, {f"sampler/{k}": v for k, v in metrics.items()}
+
+
+def refresh_sampler(
+    sampler_state, inputs, x0, params_before, params_after, finite, *, apply_fn, spec,
+    skip_nonfinite: bool = False,
+) -> tuple[dict, dict]:  # fmt: skip
+    """A stateful sampler's refresh as a call of its own, after a step compiled without it
+    (``train_step(..., sampler_due=False, sampler_context=True)`` returns ``inputs``): the
+    update a due step's lax.cond runs, on the same context. x0: the batch's images; finite:
+    that step's ``finite``. Returns (sampler state, metrics): a due step's ``sampler/*`` and
+    ``finite`` (the step's and the new sampler state's). With ``skip_nonfinite`` a
+    non-finite result leaves the sampler state as it was (the step's model update stands:
+    unlike the one-step path, which would revert it too)."""
+    ctx = noise.SamplerContext(
+        **inputs, x0=x0, params_before=params_before, params_after=params_after,
+        x0_error=x0_error_fn(apply_fn, spec),
+    )  # fmt: skip
+    new, metrics = spec.timestep_sampler.update(sampler_state, ctx, due=True)
+    ok = finite & _all_finite(new)
+    if skip_nonfinite:
+        new = jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, sampler_state)
+    return new, {**{f"sampler/{k}": v for k, v in metrics.items()}, "finite": ok}
 
 
 def train_step(
@@ -128,9 +152,17 @@ def train_step(
     grad_accum: int = 1,
     skip_nonfinite: bool = False,
     ema_warmup: bool = True,
-) -> tuple[TrainState, dict]:
+    sampler_due: bool | None = None,
+    sampler_context: bool = False,
+) -> tuple[TrainState, dict] | tuple[TrainState, dict, dict]:
     """One optimisation step (pure). ``rng`` is the root key's data; the step key is
-    ``fold_in(root, step)``, split into label-dropout, loss and sampler-update keys."""
+    ``fold_in(root, step)``, split into label-dropout, loss and sampler-update keys.
+
+    ``sampler_due``: None (default) lets a stateful sampler decide on the device whether this
+    step refreshes it (``step % update_every == 0``, a ``lax.cond``); True / False compiles
+    the step with / without the refresh, for a caller that makes that choice on the host.
+    ``sampler_context``: also return the sampler's update inputs (for ``refresh_sampler``;
+    all but x0, which is ``batch["image"]``)."""
     key = jax.random.fold_in(jax.random.wrap_key_data(rng), state.step)
     k_label, k_loss = jax.random.split(key)
     labels = batch["label"].astype(jnp.int32)
@@ -151,10 +183,10 @@ def train_step(
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    inputs = _sampler_inputs(state, batch["image"], labels, aux, jax.random.fold_in(key, 0x5A3))
     sampler_state, sampler_metrics = _update_sampler(
-        state, params, batch["image"], labels, aux, jax.random.fold_in(key, 0x5A3),
-        apply_fn=apply_fn, spec=spec,
-    )  # fmt: skip
+        state, params, inputs, apply_fn=apply_fn, spec=spec, due=sampler_due
+    )
     new = state.replace(
         step=state.step + 1,
         params=params,
@@ -189,25 +221,28 @@ def train_step(
         "lam_bin_count": bin_count,
         **sampler_metrics,
     }
+    if sampler_context:
+        return new, metrics, {k: v for k, v in inputs.items() if k != "x0"}
     return new, metrics
 
 
-def _all_finite(state: TrainState) -> jax.Array:
-    """Whether every floating-point value of the params, EMA, optimizer, sampler and
-    weighting state is finite (one fused reduction)."""
-    leaves = jax.tree_util.tree_leaves(
-        (state.params, state.ema, state.opt_state, state.sampler_state, state.weighting_state)
-    )
+def _all_finite(tree) -> jax.Array:
+    """Whether every floating-point value of a pytree (a TrainState: params, EMA, optimizer,
+    sampler and weighting state) is finite (one fused reduction)."""
+    if isinstance(tree, TrainState):
+        tree = (tree.params, tree.ema, tree.opt_state, tree.sampler_state, tree.weighting_state)
+    leaves = jax.tree_util.tree_leaves(tree)
     flags = [jnp.all(jnp.isfinite(x)) for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
 
 
-def jit_train_step(step_fn, state_shardings, mesh) -> Callable:
-    """jit with explicit shardings: state as given, batch over the batch axes, donated state."""
+def jit_train_step(step_fn, state_shardings, mesh, context: bool = False) -> Callable:
+    """jit with explicit shardings: state as given, batch over the batch axes, donated state;
+    ``context``: a third output (``sampler_context=True``), placed as XLA chooses."""
     return jax.jit(
         step_fn,
         in_shardings=(state_shardings, batch_sharding(mesh), replicated(mesh)),
-        out_shardings=(state_shardings, replicated(mesh)),
+        out_shardings=(state_shardings, replicated(mesh)) + ((None,) if context else ()),
         donate_argnums=(0,),
     )
 
