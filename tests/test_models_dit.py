@@ -4,20 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_config import RIN_TINY
 
 from jaxdiff.models import conditioning, get_model, list_models
 from jaxdiff.models.layers import fast_grad_matmul, gelu_tanh
-
-# widths small enough to run every registry entry, divisible by their heads (and by 4)
-RIN_TINY = dict(
-    num_blocks=1,
-    block_depth=1,
-    num_latents=4,
-    latent_dim=16,
-    interface_dim=8,
-    latent_heads=2,
-    rw_heads=2,
-)
 
 
 def tiny_overrides(name: str) -> dict:

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_config import RIN_TINY
 
 from configs import digits
 from jaxdiff.models import get_model
@@ -11,18 +12,7 @@ from jaxdiff.sampling import sample
 from jaxdiff.training import generate
 from jaxdiff.training.experiment import build_experiment
 
-TINY = dict(
-    image_size=8,
-    patch_size=2,
-    num_blocks=1,
-    block_depth=1,
-    num_latents=4,
-    latent_dim=16,
-    interface_dim=8,
-    latent_heads=2,
-    rw_heads=2,
-    num_classes=3,
-)
+TINY = dict(RIN_TINY, image_size=8, patch_size=2, num_classes=3)
 
 
 @jax.jit

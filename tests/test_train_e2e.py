@@ -7,24 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_config import REPO, tiny
 
 from jaxdiff.training import loop
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-from configs import digits  # noqa: E402
-
-
-def tiny(**overrides):
-    c = digits.get_config("tiny")
-    c.sample_every_steps = 0
-    for k, v in overrides.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
 
 
 def losses(workdir):

@@ -10,21 +10,10 @@ import time
 import jax
 import numpy as np
 import pytest
+from tiny_config import REPO, digits, poison_batch, tiny
 
 from jaxdiff.errors import RunError
 from jaxdiff.training import checkpoint, experiment, loop
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-from configs import digits  # noqa: E402
-
-
-def tiny(**kw):
-    c = digits.get_config("tiny")
-    c.sample_every_steps = 0
-    for k, v in kw.items():
-        c[k] = v
-    return c
 
 
 def _corrupt(step_dir):
@@ -83,29 +72,15 @@ def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
     assert int(state.step) == step == steps[0]
 
 
-def _patch_nan(monkeypatch, bad_step):
-    """Make the ``bad_step``-th global batch all-NaN (the data iterator stays the real one)."""
-    real = loop.global_batch
-    calls = {"n": 0}
-
-    def poisoned(local, mesh):
-        calls["n"] += 1
-        if calls["n"] == bad_step:
-            local = dict(local, image=np.full_like(local["image"], np.nan))
-        return real(local, mesh)
-
-    monkeypatch.setattr(loop, "global_batch", poisoned)
-
-
 def test_nan_halts_naming_step_and_lambda_range(tmp_path, monkeypatch):
-    _patch_nan(monkeypatch, bad_step=2)
+    poison_batch(monkeypatch, 2)
     with pytest.raises(loop.NonFiniteLossError, match=r"at step 2 .*λ range was \[-?\d") as e:
         loop.train(tiny(total_steps=4, checkpoint_every_steps=100), str(tmp_path / "run"))
     assert isinstance(e.value, RunError)  # main.py prints it as one line, exit status 1
 
 
 def test_nan_skip_mode_keeps_params(tmp_path, monkeypatch):
-    _patch_nan(monkeypatch, bad_step=2)
+    poison_batch(monkeypatch, 2)
     out = loop.train(tiny(total_steps=3, on_nonfinite="skip"), str(tmp_path / "run"))
     assert out["step"] == 3
     exp = experiment.build_experiment(tiny())

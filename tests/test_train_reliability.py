@@ -4,34 +4,21 @@ import errno
 import hashlib
 import json
 import os
-import sys
 
 import jax
 import numpy as np
 import pytest
+import tiny_config
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 from jaxdiff.errors import ConfigError, RunError
 from jaxdiff.training import checkpoint, experiment, loop, outputs, resume, runner
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-from configs import digits  # noqa: E402
-
 DEV = jax.devices()[:1]
 
 
 def tiny(**overrides):
-    c = digits.get_config("tiny")
-    c.sample_every_steps = 0
-    c.total_steps, c.checkpoint_every_steps = 4, 2
-    for k, v in overrides.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
+    return tiny_config.tiny(**{"total_steps": 4, "checkpoint_every_steps": 2, **overrides})
 
 
 def snapshot(workdir):

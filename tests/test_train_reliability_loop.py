@@ -11,27 +11,12 @@ import time
 import jax
 import numpy as np
 import pytest
+from tiny_config import REPO, poison_batch, tiny
 
 from jaxdiff.errors import RunError
 from jaxdiff.training import checkpoint, experiment, loop, runner
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-from configs import digits  # noqa: E402
-
 DEV = jax.devices()[:1]
-
-
-def tiny(**kw):
-    c = digits.get_config("tiny")
-    c.sample_every_steps = 0
-    for k, v in kw.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
 
 
 def strict_rows(workdir):
@@ -90,7 +75,7 @@ def test_kill_and_resume_logs_exactly_the_uninterrupted_rows(tmp_path):
     for row in a:
         row.pop("train/wall_s")  # (seconds differ between runs)
     assert [sorted(row) for row in a] == [sorted(row) for row in b]
-    for x, y in zip(a, b):  # every value: the window 5..8 continued from the checkpoint's window
+    for x, y in zip(a, b, strict=True):  # every value: window 5..8 continued from the checkpoint
         # (on another CPU, XLA:CPU gave the last window a 2-ulp difference; a wrong window or a
         # step replayed or lost moves these values by 1e-3 or more)
         np.testing.assert_allclose([x[k] for k in sorted(x)], [y[k] for k in sorted(x)], rtol=1e-6)
@@ -113,23 +98,10 @@ def test_divergence_never_saves_a_nonfinite_checkpoint(tmp_path):
         assert all(np.all(np.isfinite(x)) for x in leaves if np.issubdtype(x.dtype, np.inexact))
 
 
-def _patch_nan(monkeypatch, bad_call):
-    real = loop.global_batch
-    calls = {"n": 0}
-
-    def poisoned(local, mesh):
-        calls["n"] += 1
-        if calls["n"] == bad_call:
-            local = dict(local, image=np.full_like(local["image"], np.nan))
-        return real(local, mesh)
-
-    monkeypatch.setattr(loop, "global_batch", poisoned)
-
-
 def test_skip_keeps_params_ema_and_optimizer_bitwise(tmp_path, monkeypatch):
     wd = str(tmp_path / "run")
     c = tiny(total_steps=3, checkpoint_every_steps=1, on_nonfinite="skip")
-    _patch_nan(monkeypatch, bad_call=2)
+    poison_batch(monkeypatch, 2)
     assert loop.train(c, wd, devices=DEV)["step"] == 3
     s1, s2, s3 = (_restore(wd, s, c) for s in (1, 2, 3))
     assert int(s2.step) == 2
