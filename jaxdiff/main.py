@@ -184,7 +184,7 @@ def run(fv) -> object:
     """Validates the config and runs the mode.
 
     The imports are here, not at the top, so that ``--help`` and flag errors answer without
-    loading the training stack (TensorFlow comes in through clu: ~10 s), and so that the
+    loading the training stack (JAX, Flax, Orbax: several seconds), and so that the
     XLA:CPU flags are in the environment before anything can start JAX's backend.
     """
     from jaxdiff.distributed import init_distributed
@@ -198,6 +198,7 @@ def run(fv) -> object:
 
     from jaxdiff.training import runner
     from jaxdiff.training.validate import importance_warning, validate_config
+    from jaxdiff.training.workdir import setup_logging
 
     init_distributed(fv.coordinator_address, fv.num_processes, fv.process_id)
     validate_config(fv.config, num_devices=jax.device_count())
@@ -205,6 +206,8 @@ def run(fv) -> object:
     if warning and jax.process_index() == 0:
         print(warning, file=sys.stderr, flush=True)
     _check_workdir(fv.workdir)
+    if jax.process_index() == 0:
+        setup_logging(fv.workdir, fv.verbosity)  # third-party logs to WORKDIR/train.log
     return runner.run(
         fv.config,
         fv.workdir,

@@ -141,7 +141,6 @@ app.run(main)
 def test_lock_quiet_console_and_sigterm_resume_hint(tmp_path):
     wd = str(tmp_path / "run")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # (set by jaxdiff.main once imported) TF's notice on
     code = SECOND_TRAINER.format(repo=REPO, workdir=wd)
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=REPO, env=env, text=True,
@@ -166,7 +165,7 @@ def test_lock_quiet_console_and_sigterm_resume_hint(tmp_path):
     ]  # fmt: skip
     assert not noise, noise[:5]  # no INFO lines, no oneDNN notice, no λ-bin values
     log_text = open(os.path.join(wd, "train.log")).read()
-    assert "oneDNN" in log_text and "Saving checkpoint" in log_text
+    assert "Saving checkpoint" in log_text  # Orbax's INFO lines went to the file
     # The lock died with the process: a new trainer resumes at once.
     steps = checkpoint.Checkpointer(os.path.join(wd, "checkpoints")).all_steps()
     out = loop.train(tiny(total_steps=steps[-1] + 1), wd, devices=DEV)

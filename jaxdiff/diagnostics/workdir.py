@@ -10,11 +10,11 @@ import json
 import os
 
 import jax
-from clu import metric_writers
 
 from jaxdiff.diagnostics import report
 from jaxdiff.diagnostics.run import diagnose
 from jaxdiff.training import generate, loop
+from jaxdiff.training.tensorboard import open_writer
 
 
 def diagnose_workdir(config, workdir: str, settings=None) -> dict:
@@ -26,9 +26,7 @@ def diagnose_workdir(config, workdir: str, settings=None) -> dict:
     workdir = os.path.abspath(workdir)
     exp, state, step = loop.restore_for_inference(config, workdir)
     params = generate.sampling_params(state, config)
-    writer = metric_writers.create_default_writer(
-        workdir, just_logging=jax.process_index() != 0, asynchronous=False
-    )
+    writer = open_writer(workdir, primary=jax.process_index() == 0)
     result = diagnose(exp, params, workdir, step, writer=writer, settings=settings)
     writer.close()
     if jax.process_index() == 0:

@@ -22,14 +22,13 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from clu import periodic_actions
 from jax.experimental import multihost_utils
 
 from jaxdiff import data as data_lib
 from jaxdiff import diagnostics
 from jaxdiff.diagnostics import report
 from jaxdiff.errors import RunError
-from jaxdiff.training import generate, resume
+from jaxdiff.training import generate, resume, tensorboard
 from jaxdiff.training import workdir as workdir_lib
 from jaxdiff.training.checkpoint import Checkpointer, abstract_with_shardings, warn
 from jaxdiff.training.experiment import Experiment, build_experiment
@@ -290,11 +289,9 @@ class _Run:
         c, exp = self.exp.config, self.exp
         self.saved_step = start if start else None
         self.bar = _progress_bar(start, c.total_steps)
-        hooks = [
-            periodic_actions.ReportProgress(num_train_steps=c.total_steps, writer=self.logs.writer)
-        ]
+        hooks = [tensorboard.ReportProgress(self.logs.writer)]
         if c.profile and jax.process_index() == 0:
-            hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=self.workdir))
+            hooks.append(tensorboard.Profile(self.workdir, num_steps=5))
         step, stopped = start, None
         every_stop = int(c.get("stop_check_every_steps", 10))
         with _StopSignal() as stop:
@@ -323,6 +320,8 @@ class _Run:
                 if stopping:
                     stopped = stop.received or "a stop request"
                     break
+        for h in hooks:
+            getattr(h, "finish", lambda: None)()
         self.flush()
         if jax.process_index() == 0:
             self.density.save()

@@ -14,22 +14,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import fcntl
-import importlib
 import json
 import logging
 import math
 import os
 import shutil
 import socket
-import sys
 
 import numpy as np
 from absl import logging as absl_logging
 
 from jaxdiff.errors import RunError
+from jaxdiff.training.tensorboard import SummaryWriter
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +115,7 @@ class MetricsLog:
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.writer = None
         if primary and tensorboard:
-            from clu import metric_writers
-
-            self.writer = metric_writers.SummaryWriter(workdir)
+            self.writer = SummaryWriter(workdir)
 
     def truncate_after(self, step: int, dropped_to: str | None = None) -> int:
         """Drops rows with ``step`` > ``step`` (and unparsable ones) atomically; returns how
@@ -200,31 +196,15 @@ class _ConsoleFilter(logging.Filter):
         return record.name.startswith("jaxdiff") and record.levelno >= logging.WARNING
 
 
-@contextlib.contextmanager
-def native_stderr_to(path: str):
-    """Points file descriptor 2 at ``path`` for the block (C++ libraries' startup notices)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(target, 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(target)
-
-
 def setup_logging(workdir: str, verbosity: int = 0) -> str | None:
     """Sends library logs to ``WORKDIR/train.log``; returns its path (None if unwritable).
 
     Python logging (absl, Orbax, JAX, TensorFlow) goes to the file at INFO (absl's verbosity
     is set to INFO); console handlers then pass only jaxdiff's warnings and errors (all
     records with ``verbosity`` > 0).
-    TensorFlow's native startup notices (oneDNN, absl::InitializeLog) are printed while it is
-    imported, so it is imported here, with file descriptor 2 pointed at the log file.
-    Call it early (before the first import of clu / TensorFlow); calling it again moves the file.
+    Training never imports TensorFlow (TensorBoard files are written by
+    `jaxdiff.training.tensorboard`); TFDS data does, silently under the TF_CPP_MIN_LOG_LEVEL=3
+    and TF_ENABLE_ONEDNN_OPTS=0 that `jaxdiff.main` sets. Calling it again moves the file.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
@@ -249,7 +229,4 @@ def setup_logging(workdir: str, verbosity: int = 0) -> str | None:
     absl_logging.set_verbosity(absl_logging.DEBUG if verbosity > 1 else absl_logging.INFO)
     _state["handler"] = handler
     logging.captureWarnings(True)
-    if verbosity <= 0 and "tensorflow" not in sys.modules:
-        with native_stderr_to(path), contextlib.suppress(ImportError):
-            importlib.import_module("tensorflow")
     return path
