@@ -28,6 +28,7 @@ def run_flags(steps: int, eval_every: int, samples: int, *, sampling_steps: int 
         "--config.sample_every_steps=0",
         "--config.log_every_steps=50",
         f"--config.sampling.steps={sampling_steps}",
+        "--config.optim.lr=1e-3",  # the studies' rate (the default run's is 3e-3 since)
     )
 
 
