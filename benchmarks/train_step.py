@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-try:  # Triton (imported by diffusers via torch._dynamo) must load before TensorFlow (clu).
+try:  # Triton (imported by diffusers via torch._dynamo) must load before TensorFlow.
     import torch  # noqa: F401
     import triton  # noqa: F401
 except ImportError:

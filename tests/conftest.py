@@ -19,7 +19,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 # Triton (pulled in by torch._dynamo, which diffusers imports) segfaults when its native
-# library is loaded after TensorFlow's (clu and tfds.testing import TensorFlow). Load it first
+# library is loaded after TensorFlow's (tfds.testing imports TensorFlow). Load it first
 # when the torch extra is installed; without it the tests that need torch skip themselves
 # (pytest.importorskip), and CI (JAXDIFF_FAIL_ON_SKIP=1) fails on any skip.
 try:

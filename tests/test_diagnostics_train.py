@@ -114,6 +114,13 @@ def test_training_diagnoses_every_n_steps_and_diagnose_mode(tmp_path, capsys):
     argv = ["jaxdiff.main", f"--config={REPO}/configs/digits.py:tiny", f"--workdir={workdir}",
             "--mode=diagnose", "--config.diagnostics.seed=1", *settings]  # fmt: skip
     assert main.cli(argv) == 0
-    assert '"elbo_bpd"' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert '"elbo_bpd"' in out
+    # the diagnosis made during training is kept; the new one goes next to it
+    new = os.path.join(workdir, "diagnostics", "step_4_1.json")
+    assert f"Diagnostics: {new}" in out
     with open(os.path.join(workdir, "diagnostics", "step_4.json")) as f:
+        assert json.load(f)["settings"]["seed"] == 0
+    with open(new) as f:
         assert json.load(f)["settings"]["seed"] == 1
+    assert os.path.exists(os.path.join(workdir, "diagnostics", "step_4_1.png"))

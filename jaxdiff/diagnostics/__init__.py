@@ -7,7 +7,7 @@
 - the trace of the per-example gradient covariance per λ-bin (`grad_variance`; Kim et al. 2024).
 
 `diagnose(exp, params, workdir, step)` runs them all and writes
-WORKDIR/diagnostics/step_<N>.json / .png (and TensorBoard entries through a clu writer);
+WORKDIR/diagnostics/step_<N>.json / .png (and TensorBoard entries through a metric writer);
 `jaxdiff.diagnostics.workdir.diagnose_workdir(config, workdir)` is `--mode=diagnose`.
 Settings: the `config.diagnostics` section, defaults in `default_settings()`. See
 docs/diagnostics.md.

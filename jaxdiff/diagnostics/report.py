@@ -30,19 +30,31 @@ JSON_KEYS = (
 )
 
 
-def output_path(workdir: str, step: int, ext: str) -> str:
-    """WORKDIR/diagnostics/step_<N>.<ext>."""
-    return os.path.join(os.path.abspath(workdir), "diagnostics", f"step_{int(step)}.{ext}")
+def output_path(workdir: str, step: int, ext: str, stem: str | None = None) -> str:
+    """WORKDIR/diagnostics/<stem>.<ext>, the stem step_<N> by default."""
+    stem = f"step_{int(step)}" if stem is None else stem
+    return os.path.join(os.path.abspath(workdir), "diagnostics", f"{stem}.{ext}")
 
 
-def write_json(result: dict[str, Any], workdir: str, step: int) -> str:
-    """Writes the result (keys JSON_KEYS) and returns its path."""
+def free_stem(workdir: str, step: int) -> str:
+    """The file stem for a new diagnosis of `step`: step_<N>, or step_<N>_<k> (k = 1, 2, …)
+    when an earlier diagnosis of the same step is there (training's periodic one, then
+    `--mode=diagnose` with other settings), so no result is ever overwritten."""
+    stem, k = f"step_{int(step)}", 0
+    while any(os.path.exists(output_path(workdir, step, e, stem)) for e in ("json", "png")):
+        k += 1
+        stem = f"step_{int(step)}_{k}"
+    return stem
+
+
+def write_json(result: dict[str, Any], workdir: str, step: int, stem: str | None = None) -> str:
+    """Writes the result (keys JSON_KEYS) to `output_path` and returns the path."""
     missing = [k for k in JSON_KEYS if k not in result]
     if missing or set(result) != set(JSON_KEYS):
         raise ValueError(
             f"diagnostics result must have exactly {list(JSON_KEYS)}; got {sorted(result)}"
         )
-    path = output_path(workdir, step, "json")
+    path = output_path(workdir, step, "json", stem)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump({k: result[k] for k in JSON_KEYS}, f, indent=1)
@@ -116,11 +128,11 @@ def figure_image(result: dict[str, Any], spec: NoiseSpec) -> np.ndarray:
     return image
 
 
-def write_png(image: np.ndarray, workdir: str, step: int) -> str:
-    """Writes the figure image to step_<N>.png and returns its path."""
+def write_png(image: np.ndarray, workdir: str, step: int, stem: str | None = None) -> str:
+    """Writes the figure image to `output_path` (step_<N>.png by default), returns the path."""
     from PIL import Image
 
-    path = output_path(workdir, step, "png")
+    path = output_path(workdir, step, "png", stem)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.fromarray(image).save(path)
     return path
@@ -137,7 +149,7 @@ def tensorboard_scalars(result: dict[str, Any]) -> dict[str, float]:
 
 
 def write_tensorboard(writer: Any, step: int, result: dict[str, Any], image: np.ndarray) -> None:
-    """Scalars and the figure through a clu metric writer."""
+    """Scalars and the figure through a metric writer (`jaxdiff.training.tensorboard`)."""
     writer.write_scalars(int(step), tensorboard_scalars(result))
     writer.write_images(int(step), {"diagnostics/per_lambda": image[None]})
     writer.flush()

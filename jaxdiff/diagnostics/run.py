@@ -148,7 +148,8 @@ def diagnose(
     batch: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Diagnoses `params` of experiment `exp` and writes WORKDIR/diagnostics/step_<N>.json
-    and .png (process 0), plus TensorBoard scalars and the figure through the clu `writer`.
+    and .png (process 0; step_<N>_<k> when that step was diagnosed before, see
+    `report.free_stem`), plus TensorBoard scalars and the figure through the metric `writer`.
 
     settings: overrides (dict or ConfigDict) of `exp.config.diagnostics`, itself over
     `default_settings()`; batch: (images, labels) instead of `heldout_batch`.
@@ -163,9 +164,10 @@ def diagnose(
     )  # fmt: skip
     result = {"step": int(step), **core, "settings": {**s, **_context(exp, images, decoder)}}
     if jax.process_index() == 0:
-        report.write_json(result, workdir, step)
+        stem = report.free_stem(workdir, step)
+        report.write_json(result, workdir, step, stem)
         image = report.figure_image(result, exp.spec)
-        report.write_png(image, workdir, step)
+        report.write_png(image, workdir, step, stem)
         if writer is not None:
             report.write_tensorboard(writer, step, result, image)
     return result

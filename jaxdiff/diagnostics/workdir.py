@@ -20,17 +20,20 @@ from jaxdiff.training.tensorboard import open_writer
 def diagnose_workdir(config, workdir: str, settings=None) -> dict:
     """Diagnoses the latest checkpoint of `workdir` (its first EMA copy, as sampling uses;
     `config.init_from`'s weights at step 0 without a checkpoint) with `config.diagnostics`
-    (`settings` overrides fields of it). Writes diagnostics/step_<N>.json / .png and
+    (`settings` overrides fields of it). Writes diagnostics/step_<N>.json / .png (step_<N>_<k>
+    when that step was diagnosed before, e.g. during training) and
     TensorBoard entries under `workdir`; prints the ELBO; returns the JSON content.
     """
     workdir = os.path.abspath(workdir)
     exp, state, step = loop.restore_for_inference(config, workdir)
     params = generate.sampling_params(state, config)
     writer = open_writer(workdir, primary=jax.process_index() == 0)
+    # where `diagnose` will write: a step diagnosed before keeps its files (report.free_stem)
+    path = report.output_path(workdir, step, "json", report.free_stem(workdir, step))
     result = diagnose(exp, params, workdir, step, writer=writer, settings=settings)
     writer.close()
     if jax.process_index() == 0:
         summary = {k: result[k] for k in ("step", "elbo_bpd", "elbo_nats_per_dim", "elbo_terms")}
         print(json.dumps(summary, indent=1), flush=True)
-        print(f"Diagnostics: {report.output_path(workdir, step, 'json')}", flush=True)
+        print(f"Diagnostics: {path}", flush=True)
     return result

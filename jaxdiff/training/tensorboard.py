@@ -195,7 +195,7 @@ class Profile:
 
     def __init__(self, logdir: str, num_steps: int = 5, first_step: int = 10):
         self.logdir, self.num_steps, self.first_step = logdir, num_steps, first_step
-        self.calls, self.active, self.done = 0, False, False
+        self.calls, self.started, self.active, self.done = 0, 0, False, False
 
     def __call__(self, step: int) -> None:
         self.calls += 1
