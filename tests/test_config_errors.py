@@ -77,6 +77,10 @@ CASES = [
         "sampling.guidance_lam_min",
     ),  # fmt: skip
     (["--config.sampling.batch_size=0"], "sampling.batch_size"),
+    (  # guidance needs the null class, which only label dropout trains
+        ["--config.train.label_dropout=0", "--config.sampling.guidance_scale=1.5"],
+        "sampling.guidance_scale",
+    ),  # fmt: skip
     (["--config.eval.fid_stats=/nonexistent.npz"], "eval.fid_stats"),
     (["--config.eval.num_samples=0"], "eval.num_samples"),
     (["--config.mesh.shape=(3,1)"], "mesh.shape"),

@@ -187,3 +187,22 @@ def test_locked_config_has_a_placeholder_for_every_registered_parameter():
         if name == "importance":
             d.noise.timesteps_params.proposal = "laplace"
         validate_config(d, num_devices=1)
+
+
+def test_guidance_without_label_dropout_is_rejected():
+    """Guidance mixes in the null-class prediction, trained only by label dropout: with
+    train.label_dropout = 0 (from scratch) it is a config error; unguided sampling, an
+    unconditional model or dropout > 0 are fine."""
+    from jaxdiff.errors import ConfigError
+
+    def check(dropout, scale, conditional=True):
+        c = load(os.path.join(REPO, "configs", "digits.py"), "tiny")
+        c.train.label_dropout, c.sampling.guidance_scale = dropout, scale
+        c.model.class_conditional = conditional
+        validate_config(c, num_devices=1)
+
+    for dropout, scale, conditional in [(0.0, 1.0, True), (0.1, 2.0, True), (0.0, 2.0, False)]:
+        check(dropout, scale, conditional)
+    with pytest.raises(ConfigError, match="train.label_dropout") as err:
+        check(0.0, 1.5)
+    assert err.value.field == "sampling.guidance_scale"

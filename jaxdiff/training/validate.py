@@ -204,6 +204,22 @@ def _eval_fields(c) -> None:
             raise ConfigError(field, f"no such file {path!r}", "an existing file or ''")
 
 
+def _guidance_needs_null_class(c) -> None:
+    """Classifier-free guidance mixes in the unconditional prediction, which a model trained
+    from scratch learns only through label dropout: with ``train.label_dropout = 0`` its null
+    class is untrained and guided samples are silently wrong. (Weights taken from elsewhere,
+    ``init_from``, may have learnt it there.)"""
+    if not c.model.class_conditional or c.sampling.guidance_scale == 1.0 or c.get("init_from"):
+        return
+    if c.train.label_dropout == 0.0:
+        raise ConfigError(
+            "sampling.guidance_scale",
+            f"{c.sampling.guidance_scale} needs an unconditional model, but train.label_dropout "
+            "= 0 never trains one",
+            "1.0 (no guidance), or train with train.label_dropout > 0 (e.g. 0.1)",
+        )
+
+
 def importance_warning(config, min_ess: float = 0.1) -> str | None:
     """A one-line warning when ``noise.timesteps="importance"`` has a proposal with lighter
     tails than its target: the weights' effective-sample fraction 1/E[w²] (by quadrature) is
@@ -230,6 +246,7 @@ def validate_config(config, num_devices: int) -> None:
     _noise_fields(config)
     model = _model_fields(config)
     validate_sampling(config.sampling, learn_sigma=model.learn_sigma, channels=config.data.channels)
+    _guidance_needs_null_class(config)
     _eval_fields(config)
     _int(config, "mesh.min_fsdp_size", 1)
     _int(config, "diagnose_every_steps", 0, allowed="an integer >= 0 (0 = off)")
