@@ -18,7 +18,10 @@ def _tiny(c):
     c.data.batch_size = 16
     c.sampling.num_grid = 16
     c.sampling.batch_size = 16
-    c.optim.lr = 1e-3  # the rate the tests' tiny runs were written with
+    # the rate, noise setup and sampler the tests' tiny runs were written with
+    c.optim.lr = 1e-3
+    c.noise.schedule, c.noise.target, c.noise.weighting = "cosine", "v", "v"
+    c.sampling.guidance_scale = 1.0
 
 
 def get_config(arg=None):
@@ -28,7 +31,8 @@ def get_config(arg=None):
     c.log_every_steps = 50
     c.checkpoint_every_steps = 250
     c.sample_every_steps = 500
-    c.eval_every_steps = 500
+    # one evaluation, at the end: guided sampling costs two network calls per step
+    c.eval_every_steps = 1000
     c.data.name = "digits"
     c.data.image_size = 16
     c.data.channels = 1
@@ -36,11 +40,12 @@ def get_config(arg=None):
     c.data.batch_size = 64
     c.model.name = "DiT-S/4"  # 16 tokens of 4×4 px at 16 px: a few minutes on 2 CPU cores
     c.model.overrides = dict(depth=6, hidden_size=192, num_heads=6)
-    c.noise.schedule = "cosine"
-    # v-prediction with the plain v loss learns class-conditional digits in ~1000 steps; the
-    # ε loss (weighting "snr") needs several times longer before labels are used.
-    c.noise.target = "v"
-    c.noise.weighting = "v"
+    # Flow matching with SD3's logit-normal p(λ) (N(0, 2²) in λ): velocity target ε − x0 and
+    # its plain loss. Measured best at 1000 steps against cosine with the v target and loss
+    # (the former default), EDM's p(λ) and weighting, and others (docs/digits_default.md).
+    c.noise.schedule = "logit_normal"
+    c.noise.target = "flow"
+    c.noise.weighting = "flow"
     c.optim.name = "adamw"
     # 3e-3 measured best of {1e-3, 2e-3, 3e-3} at 1000 steps (docs/digits_default.md)
     c.optim.lr = 3e-3
@@ -51,6 +56,8 @@ def get_config(arg=None):
     c.train.label_dropout = 0.1
     c.sampling.method = "ddim"
     c.sampling.steps = 50
+    # light classifier-free guidance: +0.02 accuracy for +0.0 fd here (docs/digits_default.md)
+    c.sampling.guidance_scale = 1.1
     c.sampling.num_grid = 100
     c.sampling.batch_size = 100
     c.eval.quality_num_samples = 500

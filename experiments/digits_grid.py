@@ -28,7 +28,14 @@ def run_flags(steps: int, eval_every: int, samples: int, *, sampling_steps: int 
         "--config.sample_every_steps=0",
         "--config.log_every_steps=50",
         f"--config.sampling.steps={sampling_steps}",
-        "--config.optim.lr=1e-3",  # the studies' rate (the default run's is 3e-3 since)
+        # the studies' rate, the noise setup their cells start from and unguided sampling
+        # (the default run has used lr 3e-3, flow matching with logit-normal p(λ) and
+        # guidance 1.1 since); cells override them
+        "--config.optim.lr=1e-3",
+        "--config.noise.schedule=cosine",
+        "--config.noise.target=v",
+        "--config.noise.weighting=v",
+        "--config.sampling.guidance_scale=1.0",
     )
 
 
