@@ -146,13 +146,15 @@ def diagnose(
     writer: Any = None,
     settings: Any = None,
     batch: tuple[np.ndarray, np.ndarray] | None = None,
+    stem: str | None = None,
 ) -> dict[str, Any]:
     """Diagnoses `params` of experiment `exp` and writes WORKDIR/diagnostics/step_<N>.json
     and .png (process 0; step_<N>_<k> when that step was diagnosed before, see
     `report.free_stem`), plus TensorBoard scalars and the figure through the metric `writer`.
 
     settings: overrides (dict or ConfigDict) of `exp.config.diagnostics`, itself over
-    `default_settings()`; batch: (images, labels) instead of `heldout_batch`.
+    `default_settings()`; batch: (images, labels) instead of `heldout_batch`; stem: the
+    output files' stem (default `report.free_stem(workdir, step)`).
     Returns the JSON content (`report.JSON_KEYS`).
     """
     s = resolve_settings({**_as_dict(exp.config.get("diagnostics")), **_as_dict(settings)})
@@ -164,7 +166,7 @@ def diagnose(
     )  # fmt: skip
     result = {"step": int(step), **core, "settings": {**s, **_context(exp, images, decoder)}}
     if jax.process_index() == 0:
-        stem = report.free_stem(workdir, step)
+        stem = report.free_stem(workdir, step) if stem is None else stem
         report.write_json(result, workdir, step, stem)
         image = report.figure_image(result, exp.spec)
         report.write_png(image, workdir, step, stem)

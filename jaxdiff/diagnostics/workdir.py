@@ -28,12 +28,11 @@ def diagnose_workdir(config, workdir: str, settings=None) -> dict:
     exp, state, step = loop.restore_for_inference(config, workdir)
     params = generate.sampling_params(state, config)
     writer = open_writer(workdir, primary=jax.process_index() == 0)
-    # where `diagnose` will write: a step diagnosed before keeps its files (report.free_stem)
-    path = report.output_path(workdir, step, "json", report.free_stem(workdir, step))
-    result = diagnose(exp, params, workdir, step, writer=writer, settings=settings)
+    stem = report.free_stem(workdir, step)  # a step diagnosed before keeps its files
+    result = diagnose(exp, params, workdir, step, writer=writer, settings=settings, stem=stem)
     writer.close()
     if jax.process_index() == 0:
         summary = {k: result[k] for k in ("step", "elbo_bpd", "elbo_nats_per_dim", "elbo_terms")}
         print(json.dumps(summary, indent=1), flush=True)
-        print(f"Diagnostics: {path}", flush=True)
+        print(f"Diagnostics: {report.output_path(workdir, step, 'json', stem)}", flush=True)
     return result
