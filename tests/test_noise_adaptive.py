@@ -87,33 +87,139 @@ def _cosine_lam(t):
     return np.clip(lam, -20.0, 20.0)
 
 
-def test_discrete_terms_are_ddpm_kl_coefficients(dtype):
-    """c_t·e = KL(q(x_{t−1}|x_t, x0) ‖ p_θ(x_{t−1}|x_t)) per dim (posterior variance), bits."""
-    smp = noise.get_timestep_sampler("adaptive", COSINE, version="discrete")
-    lam, coef = jax.jit(smp.levels)()
-    assert lam.dtype == dtype and lam.shape == (1000,)
-    ref_lam = _cosine_lam(np.arange(1000) / 999)
-    np.testing.assert_allclose(lam, ref_lam, rtol=1e-5, atol=1e-5)
-    abar = 1.0 / (1.0 + np.exp(-ref_lam))
-    beta = 1.0 - abar[1:] / abar[:-1]
-    mean_coef = np.sqrt(abar[:-1]) * beta / (1.0 - abar[1:])  # of x0 in the posterior mean
-    post_var = (1.0 - abar[:-1]) * beta / (1.0 - abar[1:])
-    ref = mean_coef**2 / (2.0 * post_var) / np.log(2.0)
-    # (the reference loses ~1e−8 to the cancellation in 1 − ᾱ at λ = 20)
-    rtol = 1e-7 if dtype == np.float64 else 2e-3
-    np.testing.assert_allclose(coef[1:], ref, rtol=rtol)
-    assert coef[0] == 0.0  # DDPM's decoder term is left out
+def _cosine_t(lam):
+    return 2.0 / np.pi * np.arctan(np.exp(-0.5 * lam))
 
 
-def test_continuous_terms_are_vdm_discrete_loss(dtype):
-    smp = noise.get_timestep_sampler("adaptive", COSINE, num_levels=64)
+def _grid(version, k, lam_max):
+    """The level grid's t, uniform on [t_top, 1]: K intervals (continuous) or K steps."""
+    t_top = 1.0 / k if lam_max is None else (0.0 if lam_max >= 20 else _cosine_t(lam_max))
+    n = k if version == "continuous" else k - 1
+    return t_top + np.arange(n + 1) * (1.0 - t_top) / n
+
+
+def _ddpm_posteriors(lam_grid):
+    """DDPM's q(x_{s}|x_t, x0) = N(m1·x0 + m2·x_t, var) between consecutive grid points
+    s → t (Ho et al. 2020, eq. 7 with ᾱ_{t−1} → ᾱ_s), from ᾱ = sigmoid(λ), float64."""
+    abar = 1.0 / (1.0 + np.exp(-lam_grid))
+    one_minus = 1.0 / (1.0 + np.exp(lam_grid))  # 1 − ᾱ without cancellation
+    a_s, om_s, om_t = abar[:-1], one_minus[:-1], one_minus[1:]
+    beta = (om_t - om_s) / a_s  # 1 − ᾱ_t/ᾱ_s
+    m1 = np.sqrt(a_s) * beta / om_t
+    m2 = np.sqrt(1.0 - beta) * om_s / om_t
+    return m1, m2, beta * om_s / om_t
+
+
+def _reference_levels(version, k, lam_max):
+    """(λ_k, bits per unit x0-MSE) of each level from DDPM's posterior formulas; the discrete
+    step 0 is the official t = 0 term, KL(N(x0, σ̃²_1) ‖ N(x̂0, σ̃²_1))."""
+    lam_grid = _cosine_lam(_grid(version, k, lam_max))
+    m1, _, var = _ddpm_posteriors(lam_grid)
+    coef = m1**2 / (2.0 * var) / np.log(2.0)
+    if version == "continuous":
+        return lam_grid[1:], coef
+    return lam_grid, np.concatenate([[1.0 / (2.0 * var[0]) / np.log(2.0)], coef])
+
+
+@pytest.mark.parametrize("lam_max", [None, 13.3, 20.0])
+@pytest.mark.parametrize("version", ["continuous", "discrete"])
+def test_bound_terms_are_ddpm_kl_coefficients(version, lam_max, dtype):
+    """c_k·mse = KL(q(x_s|x_t, x0) ‖ p_θ(x_s|x_t)) per dim in bits (posterior variance) on a
+    grid uniform in t from t(lam_max) (default 1/K) to 1; lam_max = 20 is the grid up to the
+    clipped end, t_k = k/K (continuous) or k/(T−1) (discrete)."""
+    k = 64 if version == "continuous" else 1000
+    params = {} if lam_max is None else {"lam_max": lam_max}
+    smp = noise.get_timestep_sampler("adaptive", COSINE, version=version, num_levels=k, **params)
     lam, coef = jax.jit(smp.levels)()
-    t = np.arange(1, 65) / 64
-    ref_lam = _cosine_lam(t)
-    prev = _cosine_lam(np.concatenate([[0.0], t[:-1]]))
+    assert lam.dtype == dtype and lam.shape == coef.shape == (k,)
+    ref_lam, ref_coef = _reference_levels(version, k, lam_max)
     np.testing.assert_allclose(lam, ref_lam, rtol=1e-5, atol=1e-5)
-    ref = 0.5 * (np.exp(prev) - np.exp(ref_lam)) / np.log(2.0)
-    np.testing.assert_allclose(coef, ref, rtol=1e-9 if dtype == np.float64 else 2e-3)
+    # (the reference loses ~1e−8 to 1 − ᾱ_t/ᾱ_s at λ = 20)
+    np.testing.assert_allclose(coef, ref_coef, rtol=1e-7 if dtype == np.float64 else 2e-3)
+    if lam_max == 20.0:
+        old = np.arange(1, k + 1) / k if version == "continuous" else np.arange(k) / (k - 1)
+        np.testing.assert_allclose(smp.level_t()[0], old, rtol=1e-12)
+    if version == "discrete":
+        assert lam[0] == pytest.approx({None: 12.912, 13.3: 13.3, 20.0: 20.0}[lam_max], abs=2e-3)
+
+
+V_DATA = 0.25  # variance of the Gaussian data
+
+
+def _gaussian_kl_terms(version, k, lam_max, nodes=8):
+    """Expected bound term of each level (bits per dim) for x0 ~ N(0, V_DATA) and the exact
+    denoiser x̂0 = E[x0 | x_t]: the Gaussian KL formula between the two posteriors, averaged
+    over (x0, ε) by Gauss–Hermite quadrature (exact: the KL is quadratic in them), float64."""
+    lam_grid = _cosine_lam(_grid(version, k, lam_max))
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    w = w / w.sum()
+    x0, eps = np.sqrt(V_DATA) * x[:, None], x[None, :]
+    ww = w[:, None] * w[None, :]
+
+    def denoise(lam, x_t):  # E[x0 | x_t] for Gaussian x0
+        a2 = 1.0 / (1.0 + np.exp(-lam))
+        return np.sqrt(a2) * V_DATA * x_t / (a2 * V_DATA + 1.0 - a2)
+
+    def x_t(lam):
+        return np.sqrt(1.0 / (1.0 + np.exp(-lam))) * x0 + np.sqrt(1.0 / (1.0 + np.exp(lam))) * eps
+
+    def kl(mu_q, var_q, mu_p, var_p):
+        return 0.5 * (np.log(var_p / var_q) + (var_q + (mu_q - mu_p) ** 2) / var_p - 1.0)
+
+    m1, m2, var = _ddpm_posteriors(lam_grid)
+    terms = []
+    for j in range(len(lam_grid) - 1):
+        z = x_t(lam_grid[j + 1])
+        mu_q, mu_p = m1[j] * x0 + m2[j] * z, m1[j] * denoise(lam_grid[j + 1], z) + m2[j] * z
+        terms.append(np.sum(ww * kl(mu_q, var[j], mu_p, var[j])))
+    if version == "discrete":  # the t = 0 term: q = N(x0, σ̃²_1), p = N(x̂0(x_{t_0}), σ̃²_1)
+        terms.insert(0, np.sum(ww * kl(x0, var[0], denoise(lam_grid[0], x_t(lam_grid[0])), var[0])))
+    return np.asarray(terms) / np.log(2.0)
+
+
+@pytest.mark.parametrize("version", ["continuous", "discrete"])
+def test_gaussian_denoiser_bound_is_spread_over_levels(version, dtype):
+    """With the default grid (cosine, K = 128 / T = 1000) an exact Gaussian denoiser's bound
+    terms c_k·E[mse_k] equal the Gaussian KLs computed independently, and no level holds
+    half of their sum; the grid up to the clip (lam_max = 20) puts ≥ 98% on one level."""
+    smp = noise.get_timestep_sampler("adaptive", COSINE, version=version)
+    k = smp.num_levels
+    lam, coef = (np.asarray(a, np.float64) for a in jax.jit(smp.levels)())
+    terms = coef * V_DATA / (1.0 + V_DATA * np.exp(lam))  # E[(x̂0 − x0)²] = V/(1 + V·SNR)
+    ref = _gaussian_kl_terms(version, k, None)
+    np.testing.assert_allclose(terms, ref, rtol=1e-9 if dtype == np.float64 else 2e-3)
+    share = ref / ref.sum()
+    assert share.max() < 0.5 and (terms / terms.sum()).max() < 0.5
+    assert share.max() == pytest.approx({"continuous": 0.294, "discrete": 0.192}[version], abs=1e-3)
+    clipped = _gaussian_kl_terms(version, k, 20.0)
+    assert (clipped / clipped.sum()).max() > 0.98  # what the test guards against
+
+
+@pytest.mark.parametrize("version", ["continuous", "discrete"])
+def test_update_row_is_the_gaussian_bound(version):
+    """Through `update`: with x̂0 the exact Gaussian denoiser before and x0 itself after, the
+    queue row Δ_k is level k's bound term of one example (3072 dims: ≈ its expectation, 2.6%
+    noise per level) and no level holds half of the row."""
+    smp = noise.get_timestep_sampler("adaptive", COSINE, version=version, **TINY)
+    k = smp.num_levels
+    x0 = np.sqrt(V_DATA) * jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    state = noise.init_sampler_state(smp, jax.random.key(1), x0.shape)
+
+    def err(scale, x, eps, lam, y):
+        a2 = jax.nn.sigmoid(lam)[:, None, None, None]
+        x_t = jnp.sqrt(a2) * x + jnp.sqrt(1.0 - a2) * eps
+        x_hat = jnp.sqrt(a2) * V_DATA * x_t / (a2 * V_DATA + 1.0 - a2)
+        return scale * jnp.mean((x_hat - x) ** 2, axis=(1, 2, 3))
+
+    u = jnp.asarray([0.3, 0.7])
+    ctx = _ctx(jnp.int32(0), jax.random.key(3), x0, COSINE.logsnr(u), {"u": u}, err, None, 1.0, 0.0)
+    new, _ = jax.jit(smp.update)(state, ctx)
+    row = np.asarray(new["queue"][0], np.float64)
+    expected = _gaussian_kl_terms(version, k, None)
+    np.testing.assert_allclose(row[:k], expected, rtol=0.2)
+    np.testing.assert_allclose(row[:k].sum(), expected.sum(), rtol=0.02)
+    np.testing.assert_allclose(row[k], row[:k].sum(), rtol=1e-5)
+    assert (row[:k] / row[k]).max() < 0.5
 
 
 def _ctx(step, key, x0, lam, info, err, labels=None, before=0.0, after=1.0):
@@ -232,9 +338,47 @@ def test_discrete_u_rounds_to_the_step_grid():
     smp = noise.get_timestep_sampler("adaptive", COSINE, version="discrete", **TINY)
     u = np.random.default_rng(0).uniform(1e-6, 1 - 1e-6, 256)
     lam = jax.jit(smp.lam_of_u)(jnp.asarray(u, jnp.float32))
-    np.testing.assert_allclose(lam, _cosine_lam(np.round(u * 999) / 999), rtol=1e-5, atol=1e-4)
+    steps = (np.round(u * 999) + 1) / 1000  # the default grid's steps t = (k + 1)/T
+    np.testing.assert_allclose(lam, _cosine_lam(steps), rtol=1e-5, atol=1e-4)
     grid = np.asarray(smp.levels()[0])
     assert np.abs(np.asarray(lam)[:, None] - grid[None, :]).min(1).max() < 1e-4
+
+
+@pytest.mark.parametrize("version", ["continuous", "discrete"])
+def test_density_and_cdf_are_those_of_the_draws(version):
+    """density(λ) integrates to 1 (continuous: less the clip atoms); the discrete version's
+    is the unrounded step's (0 above the grid's top λ_0); cdf is 0 at the top, 1 at t = 1."""
+    with jax.enable_x64(True):
+        smp = noise.get_timestep_sampler("adaptive", COSINE, version=version, **TINY)
+        x0 = jax.random.normal(jax.random.key(0), (3, 8, 8, 1))
+        state = noise.init_sampler_state(smp, jax.random.key(1), x0.shape)
+        state["policy"]["dense_1"]["b"] = jnp.asarray([0.9, -0.4])  # Beta(α ≠ β)
+        lam = np.linspace(-19.999, 19.999, 400_001)
+        p = np.asarray(jax.jit(smp.density)(state, jnp.asarray(lam), x0))
+        mass = np.sum(0.5 * (p[1:] + p[:-1]) * np.diff(lam))
+        a, b = policy.policy_apply(state["policy"], x0, smp.pool_size)
+        t_top = smp.t_top()
+        if version == "discrete":
+            u_atom = (_cosine_t(-20.0) - t_top) / (1 - t_top)  # λ = −20 (clip) above it
+            assert mass == pytest.approx(1.0 - np.mean(stats.beta.sf(u_atom, a, b)), abs=2e-4)
+            lam0 = float(smp.levels()[0][0])
+            assert np.all(p[lam > lam0 + 1e-3] == 0.0) and np.all(p[lam < lam0 - 1e-3] > 0)
+            t = np.asarray([0.3, 0.7])
+            want = np.mean(
+                stats.beta.cdf((t[None] - t_top) / (1 - t_top), a[:, None], b[:, None]), 0
+            )
+        else:
+            u_atoms = np.mean(
+                stats.beta.cdf(_cosine_t(20.0), a, b) + stats.beta.sf(_cosine_t(-20.0), a, b)
+            )
+            assert mass == pytest.approx(1.0 - u_atoms, abs=2e-4)
+            t = np.asarray([0.3, 0.7])
+            want = np.mean(stats.beta.cdf(t[None], a[:, None], b[:, None]), 0)
+        np.testing.assert_allclose(smp.cdf(state, jnp.asarray(t), x0), want, rtol=1e-7)
+        ends = np.asarray(
+            smp.cdf(state, jnp.asarray([t_top if version == "discrete" else 0.0, 1.0]), x0)
+        )
+        np.testing.assert_allclose(ends, [0.0, 1.0], atol=1e-12)
 
 
 # --- learning on a synthetic problem ------------------------------------------------------
@@ -347,6 +491,9 @@ def test_update_is_deterministic_and_resumes_bit_exactly(synthetic):
         ({"num_levels": 1}, "num_levels"),
         ({"channels": []}, "channels"),
         ({"policy_learning_rate": 1.0}, "policy_learning_rate"),
+        ({"lam_max": -20.0}, "lam_max"),
+        ({"lam_max": float("inf")}, "lam_max"),
+        ({"lam_max": "vdm"}, "lam_max"),
     ],
 )
 def test_bad_parameters_name_the_field(params, field):
@@ -365,6 +512,7 @@ def test_defaults_and_misuse():
         1e-2, 1e-2, 1.0, 128
     )  # fmt: skip
     assert noise.get_timestep_sampler("adaptive", COSINE, version="discrete").num_levels == 1000
+    assert smp.lam_max is None and smp.t_top() == 1.0 / 128
     assert smp.stateful and hash(smp) == hash(noise.get_timestep_sampler("adaptive", COSINE))
     with pytest.raises(ValueError, match="x0_shape"):
         noise.init_sampler_state(smp, jax.random.key(0))

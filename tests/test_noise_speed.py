@@ -1,4 +1,9 @@
-"""`timesteps="speed"` (SpeeD, Wang et al. 2024): p(t) is the paper's formula; dual pairs."""
+"""`timesteps="speed"` (SpeeD, Wang et al. 2024): p(t) is the paper's formula; dual pairs; the
+sampler/* scalars it logs."""
+
+import json
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +12,10 @@ import pytest
 from scipy import stats
 
 from jaxdiff import diffusion, noise
+from jaxdiff.training import loop
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import digits  # noqa: E402
 
 
 @pytest.fixture(params=["float32", "float64"])
@@ -95,3 +104,45 @@ def test_bad_parameters_name_the_field(params, field):
         noise.get_timestep_sampler("speed", noise.get_schedule("cosine"), **params)
     with pytest.raises(ValueError, match=f"noise.timesteps_params.*{field}"):
         diffusion.make_noise_spec({"timesteps": "speed", "timesteps_params": params})
+
+
+@pytest.mark.parametrize("name", ["cosine", "flow"])
+def test_update_reports_the_fixed_scalars(name, dtype):
+    """No state; every step's metrics: τ, the acceleration area's size and p-mass (from the
+    explicit finite difference), the batch's mean λ and largest P2 weight 1/(1 + SNR)."""
+    smp = noise.get_timestep_sampler("speed", noise.get_schedule(name))
+    assert smp.stateful and smp.update_every == 1
+    assert noise.init_sampler_state(smp, jax.random.key(0), (4, 8, 8, 1)) == {}
+    ref_lam, ref_p, ref_tau = _reference(name)
+    lam, _ = smp.sample(jax.random.key(0), 16)
+    ctx = noise.SamplerContext(step=jnp.int32(3), lam=lam)
+    state, metrics = jax.jit(smp.update)({}, ctx)
+    assert state == {}
+    f = np.sqrt(1.0 / (1.0 + np.exp(ref_lam)))
+    accel = np.gradient(f) > 1e-4
+    assert 0 < accel.sum() < 1000
+    assert float(metrics["tau"]) == ref_tau
+    assert float(metrics["accel_steps"]) == accel.sum()
+    np.testing.assert_allclose(metrics["accel_mass"], ref_p[accel].sum(), rtol=1e-6)
+    assert metrics["accel_mass"] > 0.5  # ≈ 5× the draws per step of the convergence area
+    lam64 = np.asarray(lam, np.float64)
+    np.testing.assert_allclose(metrics["mean_lam"], lam64.mean(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        metrics["max_weight"], np.max(1.0 / (1.0 + np.exp(lam64))), rtol=1e-5
+    )
+    assert metrics["mean_lam"].dtype == dtype
+
+
+def test_the_training_loop_logs_the_sampler_scalars(tmp_path):
+    """Like the learned samplers, `speed`'s sampler/* scalars reach metrics.jsonl."""
+    c = digits.get_config("tiny")
+    c.data.batch_size, c.sample_every_steps = 16, 0
+    c.total_steps, c.log_every_steps = 2, 1
+    c.noise.timesteps = "speed"
+    loop.train(c, str(tmp_path / "run"), devices=jax.devices()[:1])
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    rows = [r for r in rows if "sampler/tau" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    smp = noise.get_timestep_sampler("speed", noise.get_schedule(c.noise.schedule))
+    assert rows[-1]["sampler/tau"] == smp.tables()[1]
+    assert {"sampler/accel_mass", "sampler/mean_lam", "sampler/max_weight"} <= set(rows[-1])

@@ -20,12 +20,18 @@ It multiplies the configured weighting, so the paper's loss is target="eps" with
 weighting="snr" (the plain ε loss). The paper's "change-aware" weighting of Speed_IDDPM is not
 implemented. The sampler changes the objective (like the paper): E[weight·f] is not the
 schedule's expectation.
+
+It keeps no state (`{}`) but is `stateful` with `update_every = 1` so that, like the learned
+samplers, the train step logs its `sampler/*` scalars every step: the fixed `tau` (τ),
+`accel_steps` (the number of steps with g_t > threshold), `accel_mass` (p's mass on them) and
+the batch's `mean_lam` and `max_weight` (of the P2 weight).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, ClassVar
 
 import jax
@@ -34,7 +40,7 @@ import numpy as np
 
 from jaxdiff.noise.schedules import Schedule
 from jaxdiff.noise.timesteps import (
-    StatelessSampler,
+    SamplerContext,
     check_float,
     check_int,
     check_unknown,
@@ -70,13 +76,14 @@ def _tables(
     p, tau = speed_step_probs(sqrt_sigma2, threshold, sharpness, offset)
     log_k_snr = lam if p2_k == 0 else np.logaddexp(np.log(p2_k), lam)  # log(k + SNR)
     weight = np.exp(-p2_gamma * log_k_snr)
-    for a in (p, lam, weight):
+    accel = np.gradient(sqrt_sigma2) > threshold  # the "acceleration area"
+    for a in (p, lam, weight, accel):
         a.setflags(write=False)
-    return p, tau, lam, weight
+    return p, tau, lam, weight, accel
 
 
 @dataclasses.dataclass(frozen=True)
-class SpeedSampler(StatelessSampler):
+class SpeedSampler:
     """SpeeD's asymmetric, dual sampling of T discrete steps; see the module docstring."""
 
     schedule: Schedule
@@ -88,10 +95,10 @@ class SpeedSampler(StatelessSampler):
     p2_k: float = 1.0
     p2_gamma: float = 1.0
 
-    stateful: ClassVar[bool] = False
+    stateful: ClassVar[bool] = True  # no state; `update` only reports its metrics
+    update_every: ClassVar[int] = 1
 
-    def tables(self) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
-        """(p (T,), τ, λ_t (T,), weight_t (T,)), float64 numpy (cached, read-only)."""
+    def _all_tables(self):
         return _tables(
             self.schedule,
             self.num_steps,
@@ -101,6 +108,17 @@ class SpeedSampler(StatelessSampler):
             self.p2_k,
             self.p2_gamma,
         )
+
+    def tables(self) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+        """(p (T,), τ, λ_t (T,), weight_t (T,)), float64 numpy (cached, read-only)."""
+        return self._all_tables()[:4]
+
+    def accel_steps(self) -> np.ndarray:
+        """(T,) bool: the steps of the acceleration area, g_t > threshold (read-only)."""
+        return self._all_tables()[4]
+
+    def init_state(self, key: Any = None, x0_shape: Any = None) -> dict:
+        return {}
 
     def dual_step(self, t: jax.Array) -> jax.Array:
         """t' = τ − t for t < τ, t − τ otherwise (clipped to T − 1)."""
@@ -129,6 +147,32 @@ class SpeedSampler(StatelessSampler):
         t = self.draw_steps(key, n)
         dtype = jnp.result_type(float)
         return jnp.asarray(lam, dtype)[t], jnp.asarray(weight, dtype)[t]
+
+    def draw(
+        self, key: jax.Array, n: int, state: Any = None, x0: Any = None
+    ) -> tuple[jax.Array, jax.Array, dict]:
+        """(lam, weight, {}): `sample` in the `draw` signature (x0 unused)."""
+        lam, weight = self.sample(key, n, state)
+        return lam, weight, {}
+
+    def refresh(self, state: dict, ctx: SamplerContext) -> dict:
+        """Nothing to learn: the state ({}) as it is."""
+        return state
+
+    def update(self, state: dict, ctx: SamplerContext) -> tuple[dict, dict]:
+        """(state, metrics) every step: tau, accel_steps, accel_mass (fixed), mean_lam and
+        max_weight of the batch (ctx.lam, the P2 weight at it)."""
+        p, tau, _, _, accel = self._all_tables()
+        lam = jnp.asarray(ctx.lam)
+        log_k_snr = lam if self.p2_k == 0 else jnp.logaddexp(math.log(self.p2_k), lam)
+        metrics = {
+            "tau": jnp.float32(tau),
+            "accel_steps": jnp.float32(accel.sum()),
+            "accel_mass": jnp.float32(p[accel].sum()),
+            "mean_lam": jnp.mean(lam),
+            "max_weight": jnp.max(jnp.exp(-self.p2_gamma * log_k_snr)),
+        }
+        return state, metrics
 
 
 @register_timestep_sampler("speed")
