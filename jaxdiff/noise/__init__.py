@@ -5,7 +5,18 @@ Conventions: t ∈ [0, 1] (0 clean), λ = log(α²/σ²), α² = sigmoid(λ), x_
 See docs/noise.md for the formulas and the defaults.
 """
 
-from jaxdiff.noise import learned_weighting
+# The registries of schedules and timestep samplers fill here: the plug-in modules import the
+# registry modules (schedules, timesteps) and register their entries; importing any module of
+# this package runs this file first, so a registry is never seen half-filled.
+from jaxdiff.noise import (  # noqa: F401 - imported to register their entries
+    adaptive,
+    adaptive_bins,
+    ddpm,
+    learned_weighting,
+    schedule_chen,
+    schedule_library,
+    speed,
+)
 from jaxdiff.noise.adaptive import AdaptiveSampler, f_regression_scores, select_k_best
 from jaxdiff.noise.adaptive_bins import AdaptiveBinsSampler
 from jaxdiff.noise.ddpm import ddpm_linear_alphas_cumprod, ddpm_linear_logsnr_table

@@ -13,7 +13,7 @@ Every schedule is registered under a name with one function `formula(t, **params
 density may be given; otherwise the inverse is a jit-able bisection and the density is
 1/|dλ/dt| at t(λ) through `jax.jvp`. The built-in formulas live in
 `jaxdiff.noise.schedule_library`, `schedule_chen` (Chen 2023) and `ddpm` (the linear-β DDPM),
-imported (and so registered) at the end of this module.
+registered when `jaxdiff.noise` (the package, imported before any of its modules) imports them.
 """
 
 from __future__ import annotations
@@ -323,10 +323,3 @@ def get_schedule(name: str, **params: Any) -> Schedule:
     if entry.validate is not None:
         entry.validate(**full)
     return Schedule(name=name, params=FrozenParams(full))
-
-
-# Register the built-in schedules. Imported last: these modules import `register_schedule`
-# from this (by then fully defined) module.
-from jaxdiff.noise import ddpm as _ddpm  # noqa: E402, F401
-from jaxdiff.noise import schedule_chen as _schedule_chen  # noqa: E402, F401
-from jaxdiff.noise import schedule_library as _schedule_library  # noqa: E402, F401

@@ -360,9 +360,3 @@ def _make_importance(
         raise ValueError("timestep sampler 'importance': give the unscaled schedule")
     prop = get_schedule(proposal, **{**dict(proposal_params or {}), **flat})
     return ImportanceSampler(schedule, prop, bool(stratified))
-
-
-# Register the learned samplers. Imported last: they import this (by then fully defined) module.
-from jaxdiff.noise import adaptive as _adaptive  # noqa: E402, F401
-from jaxdiff.noise import adaptive_bins as _adaptive_bins  # noqa: E402, F401
-from jaxdiff.noise import speed as _speed  # noqa: E402, F401
