@@ -1,7 +1,9 @@
 """Command-line entry: ``python -m jaxdiff.main --config=configs/X.py[:variant] --workdir=DIR``.
 
-``--mode=train`` (default, resumes from DIR), ``sample``, ``evaluate`` or ``diagnose``
-(noise-level diagnostics of the latest checkpoint, ``jaxdiff.diagnostics``). Multi-host runs (TPU
+``--mode=train`` (default, resumes from DIR), ``sample``, ``evaluate``, ``diagnose``
+(noise-level diagnostics of the latest checkpoint, ``jaxdiff.diagnostics``) or ``check`` (the
+config, the data, weights and statistics it names and the work dir, then the plan: parameter
+count, batch per device, memory; compiles nothing, ``jaxdiff.training.check``). Multi-host runs (TPU
 pods, SLURM, Kubernetes) are joined through ``jax.distributed``. A bad config value or flag
 prints one line, ``config error: <field>: <problem>; allowed: <values>``, and exits with
 status 2 before anything is compiled; a run that cannot proceed safely prints
@@ -26,7 +28,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from jaxdiff.errors import ConfigError, RunError  # noqa: E402
 
-MODES = ("train", "sample", "evaluate", "diagnose")
+MODES = ("train", "sample", "evaluate", "diagnose", "check")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The fields every config has (drivers and tools override them by these names).
 MAIN_FIELDS = """\
@@ -84,7 +86,8 @@ usage: python -m jaxdiff.main --config=configs/X.py[:variant] --workdir=DIR [--m
 Trains (resuming from DIR), samples, evaluates or diagnoses a diffusion model.
 Run it again to resume.
 
-modes (--mode):   {", ".join(MODES)} (train is the default)
+modes (--mode):   {", ".join(MODES)} (train is the default; check validates
+                  the config, data, weights and work dir and prints the plan, compiling nothing)
 
 configs (--config; each has :tiny and the variants tiny, model=, schedule=, scale=,
 target=, weighting=, steps=, batch=, size=, e.g. configs/digits.py:tiny,schedule=laplace):
@@ -188,15 +191,13 @@ def run(fv) -> object:
     XLA:CPU flags are in the environment before anything can start JAX's backend.
     """
     from jaxdiff.distributed import init_distributed
-    from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS
+    from jaxdiff.platform import configure_xla_for_cpu
 
     # XLA:CPU flags that speed up the DiT train step (benchmarks/RESULTS.md); they configure
     # only XLA's CPU compiler, read when the backend starts, i.e. after this point.
-    if "xla_cpu_experimental_ynn_fusion_type" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
+    configure_xla_for_cpu()
     import jax
 
-    from jaxdiff.training import runner
     from jaxdiff.training.validate import importance_warning, validate_config
     from jaxdiff.training.workdir import setup_logging
 
@@ -205,9 +206,24 @@ def run(fv) -> object:
     warning = importance_warning(fv.config)
     if warning and jax.process_index() == 0:
         print(warning, file=sys.stderr, flush=True)
+    from jaxdiff.training import check
+
+    if fv.mode == "check":  # creates, compiles and reads nothing
+        lines = check.run_check(fv.config, fv.workdir, num_devices=jax.device_count())
+        if jax.process_index() == 0:
+            print("\n".join(["check: ok", *lines]), flush=True)
+        return lines
+    # the data, weights and statistics the config names exist, before anything is built
+    check.check_inputs(fv.config, data=fv.mode == "train")
+    for flag in ("fid_stats", "inception_weights"):
+        path = getattr(fv, flag)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"--{flag}", f"no such file {path!r}", "an existing file")
     _check_workdir(fv.workdir)
     if jax.process_index() == 0:
         setup_logging(fv.workdir, fv.verbosity)  # third-party logs to WORKDIR/train.log
+    from jaxdiff.training import runner
+
     return runner.run(
         fv.config,
         fv.workdir,

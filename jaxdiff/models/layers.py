@@ -20,13 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# XLA:CPU flags that (with `fast_grad` dense layers) bring a DiT train step on a CPU close to
-# PyTorch's speed. They must be in the environment before jax is imported, e.g.
-#   os.environ["XLA_FLAGS"] = FAST_CPU_XLA_FLAGS + " " + os.environ.get("XLA_FLAGS", "")
-FAST_CPU_XLA_FLAGS = (
-    "--xla_cpu_experimental_ynn_fusion_type=-individual_dot "
-    "--xla_cpu_enable_concurrency_optimized_scheduler=false"
-)
+# The XLA:CPU flags that go with `fast_grad` dense layers live in jaxdiff.platform.
+from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402, F401 (until the benchmarks move)
 
 xavier_uniform = nn.initializers.xavier_uniform()
 
