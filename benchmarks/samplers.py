@@ -1,14 +1,18 @@
 """Samples/s and network evaluations/s of each sampler with a small DiT (not a test).
 
     python benchmarks/samplers.py [--model DiT-S/2] [--batch 16] [--steps 50] [--cfg 1.5]
+                                  [--methods ddim,dpmpp_2m,...] [--no_torch] [--smoke]
 
 Times the compiled `jaxdiff.sampling.sample` (after a warm-up call that compiles it) for
-every registered sampler with classifier-free guidance (two network rows per sample), and
-the bare guided network call alone, so the sampler's own overhead per evaluation shows.
-The peer, in the same run: the same network in PyTorch (diffusers' DiTTransformer2DModel)
-sampled by diffusers' DDIMScheduler with the same steps and guidance (`--no_torch` skips it);
-the table reports jaxdiff's DDIM / the peer. Prints the table and appends it, with a machine
-description, to benchmarks/RESULTS.md.
+every registered sampler (or `--methods`) with classifier-free guidance (two network rows
+per sample), and the bare guided network call alone, so the sampler's own overhead per
+evaluation shows. The peer, in the same run: an equivalent network in PyTorch (diffusers'
+DiTTransformer2DModel of the same size, random weights) stepped by the diffusers scheduler
+of the same method (`PEER_SCHEDULERS`) with the same steps, evaluations and guidance
+(`--no_torch` skips it); the table gives, per method, the peer's time / jaxdiff's (> 1:
+jaxdiff is faster). Prints the table and appends it, with a machine description, to
+benchmarks/RESULTS.md. `--smoke`: DiT-tiny/2 on 8×8, batch 2, 2 steps, one repeat, nothing
+written (the test suite's check that this script runs).
 """
 
 from __future__ import annotations
@@ -58,6 +62,25 @@ def _time(fn, repeats: int) -> float:
     return best
 
 
+# method -> (diffusers scheduler class, its kwargs): the peer of each jaxdiff method, with the
+# conventions the parity tests check (tests/test_sampling_solvers.py).
+PEER_SCHEDULERS = {
+    "ddim": ("DDIMScheduler", dict(clip_sample=False)),
+    "ddpm": ("DDPMScheduler", dict(clip_sample=False, variance_type="fixed_small")),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", dict(
+        algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True,
+        final_sigmas_type="zero")),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", dict(
+        algorithm_type="sde-dpmsolver++", solver_order=2, lower_order_final=True,
+        final_sigmas_type="zero")),
+    "unipc": ("UniPCMultistepScheduler", dict(
+        solver_type="bh2", solver_order=2, predict_x0=True, lower_order_final=True,
+        final_sigmas_type="zero")),
+}  # fmt: skip
+
+
 def run(args) -> list[dict]:
     model = get_model(
         args.model,
@@ -79,7 +102,8 @@ def run(args) -> list[dict]:
     jax.block_until_ready(bare(denoise, x, lam))
     t_net = _time(lambda: bare(denoise, x, lam), args.repeats)
     rows = [dict(method="network only", steps=1, nfe=1, seconds=t_net)]
-    for method in sampling.list_samplers():
+    methods = args.methods.split(",") if args.methods else sampling.list_samplers()
+    for method in methods:
         call = lambda m=method: sampling.sample(
             jax.random.key(1), denoise, shape, schedule, args.steps, method=m
         )
@@ -92,9 +116,12 @@ def run(args) -> list[dict]:
             dict(method=method, steps=args.steps, nfe=nfe, seconds=seconds, compile_s=compile_s)
         )
     if not args.no_torch:
-        seconds = torch_ddim_seconds(model, args)
-        rows.append(dict(method="PyTorch peer: diffusers DDIM", steps=args.steps,
-                         nfe=args.steps, seconds=seconds))  # fmt: skip
+        net = torch_dit(model, args)
+        for method in methods:
+            if method not in PEER_SCHEDULERS:
+                continue
+            seconds, nfe = torch_seconds(net, method, args)
+            rows.append(dict(method=f"{PEER}{method}", steps=args.steps, nfe=nfe, seconds=seconds))
     for r in rows:
         r["samples_per_s"] = args.batch / r["seconds"] if r["method"] != "network only" else None
         # Guided: each evaluation runs the network on 2·batch rows.
@@ -102,19 +129,32 @@ def run(args) -> list[dict]:
     return rows
 
 
-def torch_ddim_seconds(model, args) -> float:
-    """Best wall time of diffusers' DDIM loop (guided, 2 rows per sample) on the same DiT."""
+PEER = "PyTorch peer: diffusers "
+
+
+def torch_dit(model, args):
+    """diffusers' DiTTransformer2DModel with the size of ``model`` (random weights)."""
     import torch
-    from diffusers import DDIMScheduler, DiTTransformer2DModel
+    from diffusers import DiTTransformer2DModel
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     heads = model.num_heads
-    net = DiTTransformer2DModel(
+    return DiTTransformer2DModel(
         num_attention_heads=heads, attention_head_dim=model.hidden_size // heads,
         in_channels=args.channels, out_channels=args.channels, num_layers=model.depth,
         sample_size=args.image_size, patch_size=model.patch_size, num_embeds_ada_norm=10,
     ).to(dev).eval()  # fmt: skip
-    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
+
+
+def torch_seconds(net, method: str, args) -> tuple[float, int]:
+    """Best wall time of diffusers' loop for ``method`` (guided, 2 rows per sample) and its
+    number of network evaluations."""
+    import diffusers
+    import torch
+
+    name, kwargs = PEER_SCHEDULERS[method]
+    sched = getattr(diffusers, name)(num_train_timesteps=1000, beta_schedule="linear", **kwargs)
+    dev = next(net.parameters()).device
     y = torch.arange(args.batch, device=dev) % 10
     y2 = torch.cat([y, torch.full_like(y, 10)])
 
@@ -122,12 +162,14 @@ def torch_ddim_seconds(model, args) -> float:
     def loop():
         sched.set_timesteps(args.steps)
         x = torch.randn(args.batch, args.channels, args.image_size, args.image_size, device=dev)
+        x = x * sched.init_noise_sigma
         for t in sched.timesteps:
+            x_in = sched.scale_model_input(x, t)
             tt = torch.full((2 * args.batch,), int(t), device=dev)
-            out = net(torch.cat([x, x]), timestep=tt, class_labels=y2).sample
+            out = net(torch.cat([x_in, x_in]), timestep=tt, class_labels=y2).sample
             cond, uncond = out.chunk(2)
             x = sched.step(uncond + args.cfg * (cond - uncond), t, x).prev_sample
-        if dev == "cuda":
+        if dev.type == "cuda":
             torch.cuda.synchronize()
         return x
 
@@ -137,7 +179,7 @@ def torch_ddim_seconds(model, args) -> float:
         start = time.perf_counter()
         loop()
         best = min(best, time.perf_counter() - start)
-    return best
+    return best, len(sched.timesteps)
 
 
 def format_table(rows: list[dict], args) -> str:
@@ -150,7 +192,6 @@ def format_table(rows: list[dict], args) -> str:
     )
     lines = []
     by_method = {r["method"]: r for r in rows}
-    peer = by_method.get("PyTorch peer: diffusers DDIM")
     for r in rows:
         sps = "—" if r["samples_per_s"] is None else f"{r['samples_per_s']:.1f}"
         comp = f"{r['compile_s']:.1f}" if "compile_s" in r else "—"
@@ -158,16 +199,18 @@ def format_table(rows: list[dict], args) -> str:
             f"| {r['method']} | {r['steps']} | {r['nfe']} | {r['seconds']:.3f} | {sps} | "
             f"{r['evals_per_s']:.0f} | {comp} |"
         )
+    ratios = [
+        f"{m} {by_method[PEER + m]['seconds'] / r['seconds']:.2f}x"
+        for m, r in by_method.items()
+        if PEER + m in by_method
+    ]
     ratio = ""
-    if peer is not None and "ddim" in by_method:
-        ratio = (
-            f"\njaxdiff DDIM / PyTorch DDIM (samples/s): "
-            f"{peer['seconds'] / by_method['ddim']['seconds']:.2f}x\n"
-        )
-    return head + "\n".join(lines) + "\n" + ratio
+    if ratios:
+        ratio = "\njaxdiff / diffusers, samples/s at the same steps and NFE: " + ", ".join(ratios)
+    return head + "\n".join(lines) + "\n" + ratio + "\n"
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="DiT-S/2")
     parser.add_argument("--image_size", type=int, default=16)
@@ -177,8 +220,18 @@ def main() -> None:
     parser.add_argument("--cfg", type=float, default=1.5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no_write", action="store_true", help="do not append to RESULTS.md")
-    parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch peer")
-    args = parser.parse_args()
+    parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch peers")
+    parser.add_argument("--methods", default="", help="comma-separated (default: every one)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="DiT-tiny/2, 8x8, batch 2, 2 steps, one repeat; RESULTS.md untouched (the test "
+        "suite's check that this script runs)",
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.model, args.image_size, args.batch, args.steps = "DiT-tiny/2", 8, 2, 2
+        args.repeats, args.no_write = 1, True
     table = format_table(run(args), args)
     print(table)
     if not args.no_write:

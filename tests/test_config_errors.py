@@ -67,7 +67,7 @@ CASES = [
         ["--config.noise.weighting=min_snr", "--config.noise.weighting_params.gamma=-5"],
         "noise.weighting_params",
     ),  # fmt: skip
-    (["--config.sampling.method=euler"], "sampling.method"),
+    (["--config.sampling.method=euler_ancestral"], "sampling.method"),
     (["--config.sampling.steps=0"], "sampling.steps"),
     (["--config.sampling.schedule=foo"], "sampling.schedule"),
     (["--config.sampling.variance=learned"], "sampling.variance"),

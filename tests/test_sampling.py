@@ -349,7 +349,7 @@ def test_bad_arguments_name_the_field():
     den = gaussian_denoiser("eps")
     call = lambda **kw: sampling.sample(jax.random.key(0), den, (2, 1, 1, 2), COSINE, **kw)
     for kw, field in [
-        (dict(steps=4, method="euler"), "method"),
+        (dict(steps=4, method="euler_ancestral"), "method"),
         (dict(steps=4, target="score"), "target"),
         (dict(steps=0), "steps"),
         (dict(steps=2.5), "steps"),
@@ -362,11 +362,13 @@ def test_bad_arguments_name_the_field():
         with pytest.raises(ValueError, match=field):
             call(**kw)
     with pytest.raises(ValueError, match="ddim"):
-        sampling.get_sampler("euler")
+        sampling.get_sampler("euler_ancestral")
 
 
 def test_registry_and_evaluation_counts():
-    assert sampling.list_samplers() == ["ddim", "ddpm", "heun"]
+    assert sampling.list_samplers() == [
+        "ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde", "euler", "heun", "unipc"
+    ]  # fmt: skip
     assert sampling.num_evaluations("heun", 18) == 35
     assert sampling.num_evaluations("ddpm", 250) == 250
     den = gaussian_denoiser("eps")
@@ -397,6 +399,7 @@ print("OK")
 """
 
 
+@pytest.mark.slow
 def test_batch_sharded_over_two_devices():
     """A batch sharded over two (forced host) devices: same samples, split per device."""
     env = dict(

@@ -1,5 +1,5 @@
-"""Samplers (DDPM, DDIM, EDM Heun) over any inference schedule or λ grid, respaced DDPM grids,
-and classifier-free guidance."""
+"""Samplers (DDPM, DDIM, EDM Euler/Heun, DPM-Solver++(2M), its SDE, UniPC) over any inference
+schedule or λ grid, respaced DDPM grids, and classifier-free guidance."""
 
 from jaxdiff.sampling.guidance import cfg_denoise_fn, guided_prediction
 from jaxdiff.sampling.respace import (
@@ -19,11 +19,18 @@ from jaxdiff.sampling.samplers import (
     register,
     sample,
 )
+from jaxdiff.sampling.solvers import (  # registers euler, heun, dpmpp_2m(_sde), unipc
+    dpmpp_2m_sde_update,
+    dpmpp_2m_update,
+    unic_bh2,
+)
 
 __all__ = [
     "cfg_denoise_fn",
     "ddim_update",
     "ddpm_moments",
+    "dpmpp_2m_sde_update",
+    "dpmpp_2m_update",
     "get_sampler",
     "guided_prediction",
     "heun_update",
@@ -36,4 +43,5 @@ __all__ = [
     "respaced_timesteps",
     "sample",
     "space_timesteps",
+    "unic_bh2",
 ]

@@ -1,4 +1,7 @@
-"""DDPM, DDIM and EDM-Heun samplers over any inference schedule, in λ-parameterisation.
+"""The sampler loop over any inference schedule, in λ-parameterisation; DDPM and DDIM.
+
+EDM's Euler/Heun, DPM-Solver++(2M) (ODE, SDE) and UniPC are in ``solvers.py``, the closed-form
+updates in ``updates.py``.
 
 Spaces and input scaling (Chen 2023, arXiv 2301.10972, Algorithms 2 and 3)
 --------------------------------------------------------------------------
@@ -46,6 +49,25 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from jaxdiff import noise
+from jaxdiff.sampling.updates import (
+    _alpha_sigma2,
+    ddim_update,
+    ddpm_moments,
+    heun_update,
+    learned_range_variance,
+)
+
+__all__ = [
+    "ddim_update",
+    "ddpm_moments",
+    "get_sampler",
+    "heun_update",
+    "learned_range_variance",
+    "list_samplers",
+    "num_evaluations",
+    "register",
+    "sample",
+]
 
 TARGETS = noise.TARGETS
 VARIANCES = ("small", "large", "learned")
@@ -54,16 +76,29 @@ VARIANCES = ("small", "large", "learned")
 StepRule = Callable[..., tuple[jax.Array, jax.Array]]
 _RULES: dict[str, StepRule] = {}
 _EVALS_PER_STEP: dict[str, int] = {}
+_HISTORY: dict[str, Callable] = {}  # multistep rules: init(z, lams) -> history pytree
+_FINAL: dict[str, Callable] = {}  # final(z, predict, lam, key, opts) -> ŷ0, default x̂0(z)
 
 
-def register(name: str, evals_per_step: int = 1) -> Callable[[StepRule], StepRule]:
+def register(
+    name: str,
+    evals_per_step: int = 1,
+    *,
+    history: Callable | None = None,
+    final: Callable | None = None,
+) -> Callable[[StepRule], StepRule]:
     """Registers a step rule under ``name``; duplicate names raise ``ValueError``.
 
     A rule is ``rule(z, predict, lam, lam_next, key, opts) -> (z_next, y0_hat)``: z the
     state (VP on b·x0 at the schedule's λ, scalar), ``predict(z, lam) -> (ŷ0, ε̂)`` one
     network evaluation, opts holds "eta", "variance", "constrain" (apply to new noise
-    draws for sharding) and "predict_with_variance" (``-> (ŷ0, ε̂, v)`` when
-    ``variance == "learned"``). ``evals_per_step`` counts its ``predict`` calls.
+    draws for sharding), "predict_with_variance" (``-> (ŷ0, ε̂, v)`` when
+    ``variance == "learned"``), "steps" (of the whole run), "scale" (b) and the EDM
+    options "churn", "s_tmin", "s_tmax", "s_noise". ``evals_per_step`` counts its
+    ``predict`` calls. A multistep rule gives ``history(z, lams) -> h`` (a pytree carried
+    through the scan, lams the run's grid) and is called ``rule(..., opts, h) -> (z_next,
+    y0_hat, h)``. ``final(z, predict, lam, key, opts) -> ŷ0`` replaces the last step (the
+    x̂0 of the state at the last grid point) where a method changes it (EDM's churn).
     """
 
     def wrap(rule: StepRule) -> StepRule:
@@ -71,6 +106,10 @@ def register(name: str, evals_per_step: int = 1) -> Callable[[StepRule], StepRul
             raise ValueError(f"sampler {name!r} is already registered")
         _RULES[name] = rule
         _EVALS_PER_STEP[name] = evals_per_step
+        if history is not None:
+            _HISTORY[name] = history
+        if final is not None:
+            _FINAL[name] = final
         return rule
 
     return wrap
@@ -93,97 +132,6 @@ def num_evaluations(method: str, steps: int) -> int:
     if method not in _RULES:
         raise ValueError(f"unknown sampler {method!r}; known: {list_samplers()}")
     return _EVALS_PER_STEP[method] * (steps - 1) + 1
-
-
-# ----------------------------------------------------------------------------- coefficients
-
-
-def _alpha_sigma2(lam: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(α², σ²) = (sigmoid(λ), sigmoid(−λ))."""
-    return jax.nn.sigmoid(lam), jax.nn.sigmoid(-lam)
-
-
-def _signal_ratio2(lam: jax.Array, lam_next: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(a, 1 − a) with a = α²/α²_next = γ_now/γ_next clipped to [0, 1] (Chen 2023 Alg. 3).
-
-    1 − a = −expm1(log γ_now − log γ_next), accurate for small steps.
-    """
-    log_a = jnp.minimum(jax.nn.log_sigmoid(lam) - jax.nn.log_sigmoid(lam_next), 0.0)
-    return jnp.exp(log_a), -jnp.expm1(log_a)
-
-
-def ddpm_moments(
-    z: jax.Array, y0_hat: jax.Array, lam: jax.Array, lam_next: jax.Array, variance: str
-) -> tuple[jax.Array, jax.Array]:
-    """Mean and variance of one ancestral step z(λ) → z(λ_next), λ < λ_next.
-
-    Posterior form of Chen 2023 Algorithm 3 (Ho et al. 2020 eq. 7), with a = γ/γ_next:
-    mean = α_next·(1−a)/σ²·ŷ0 + √a·σ²_next/σ²·z, which equals Chen's
-    (z − (1−a)/σ·ε̂)/√a when ε̂ = (z − α·ŷ0)/σ. Variance 1−a ("large") or
-    σ²_next/σ²·(1−a) ("small", the true posterior variance). Scalars λ; any z shape.
-    """
-    a, one_minus_a = _signal_ratio2(lam, lam_next)
-    _, s2 = _alpha_sigma2(lam)
-    a2_next, s2_next = _alpha_sigma2(lam_next)
-    mean = jnp.sqrt(a2_next) * one_minus_a / s2 * y0_hat + jnp.sqrt(a) * s2_next / s2 * z
-    var = one_minus_a if variance == "large" else s2_next / s2 * one_minus_a
-    return mean, var
-
-
-def learned_range_variance(v: jax.Array, lam: jax.Array, lam_next: jax.Array) -> jax.Array:
-    """``exp(f·log β + (1 − f)·log β̃)``, f = (v + 1)/2: the learned-range step variance.
-
-    β = 1 − γ/γ_next ("large"), β̃ = σ²_next/σ²·β (the posterior, "small"); v the network's
-    variance output (any shape), λ < λ_next scalars. Computed in logs (log β̃ = log β +
-    log σ²_next − log σ²), so tiny variances near λ_max do not underflow.
-    """
-    _, one_minus_a = _signal_ratio2(lam, lam_next)
-    log_large = jnp.log(one_minus_a)
-    log_small = log_large + jax.nn.log_sigmoid(-lam_next) - jax.nn.log_sigmoid(-lam)
-    frac = (v.astype(jnp.float32) + 1.0) / 2.0
-    return jnp.exp(frac * log_large + (1.0 - frac) * log_small)
-
-
-def ddim_update(
-    y0_hat: jax.Array,
-    eps_hat: jax.Array,
-    lam: jax.Array,
-    lam_next: jax.Array,
-    noise_draw: jax.Array | None,
-    eta: float,
-) -> jax.Array:
-    """DDIM(η) (Song et al. 2021 eq. 12, 16): α_n·ŷ0 + sqrt(σ_n² − s²)·ε̂ + s·ξ.
-
-    s = η·(σ_n/σ)·sqrt(1 − α²/α_n²); η = 0 is the deterministic probability-flow
-    discretisation, η = 1 equals DDPM with the "small" variance.
-    """
-    a2_next, s2_next = _alpha_sigma2(lam_next)
-    _, s2 = _alpha_sigma2(lam)
-    var = eta**2 * s2_next / s2 * _signal_ratio2(lam, lam_next)[1]
-    z_next = jnp.sqrt(a2_next) * y0_hat + jnp.sqrt(jnp.maximum(s2_next - var, 0.0)) * eps_hat
-    if eta > 0.0:
-        z_next = z_next + jnp.sqrt(var) * noise_draw
-    return z_next
-
-
-def heun_update(
-    z: jax.Array,
-    eps_hat: jax.Array,
-    eps_hat_next: jax.Array | None,
-    lam: jax.Array,
-    lam_next: jax.Array,
-) -> jax.Array:
-    """One EDM step (Karras et al. 2022 Algorithm 1) in VP coordinates.
-
-    EDM's state is x = z/α with noise σ_E = σ/α = e^{−λ/2}; its ODE is dx/dσ_E = (x − D)/σ_E
-    = ε̂. Euler (``eps_hat_next`` None): x' = x + (σ_E' − σ_E)·ε̂, which is DDIM(η = 0);
-    Heun: x' = x + (σ_E' − σ_E)·(ε̂ + ε̂')/2, ε̂' evaluated at the Euler point. Returned as
-    z' = α'·x' = (α'/α)·z + (σ' − (α'/α)·σ)·ε̄. Scalars λ; any z shape.
-    """
-    ratio = jnp.exp(0.5 * (jax.nn.log_sigmoid(lam_next) - jax.nn.log_sigmoid(lam)))
-    h = jnp.sqrt(jax.nn.sigmoid(-lam_next)) - ratio * jnp.sqrt(jax.nn.sigmoid(-lam))
-    slope = eps_hat if eps_hat_next is None else 0.5 * (eps_hat + eps_hat_next)
-    return ratio * z + h * slope
 
 
 # ----------------------------------------------------------------------------- step rules
@@ -213,28 +161,6 @@ def _ddim_rule(z, predict, lam, lam_next, key, opts):
     return ddim_update(y0_hat, eps_hat, lam, lam_next, draw, opts["eta"]), y0_hat
 
 
-# EDM's largest noise level; above it the Heun correction is skipped (see `_heun_rule`).
-EDM_SIGMA_MAX = 80.0
-
-
-@register("heun", evals_per_step=2)
-def _heun_rule(z, predict, lam, lam_next, key, opts):
-    """EDM's Heun step (two network evaluations), see ``heun_update``.
-
-    A step that starts above EDM's σ_max = 80 (λ < −2·log 80 ≈ −8.8, e.g. the first step
-    from the cosine schedule's λ(1) = −20, σ_E = e^{10}) keeps the Euler result: the
-    trapezoid over [σ_E', e^{10}] weights the slope at σ_E' by half the interval and is far
-    off with few steps, while there the ODE is nearly linear in σ_E and Euler is accurate.
-    EDM's own grids never start above σ_max, where this is exactly EDM's Algorithm 1.
-    """
-    del key, opts
-    y0_hat, eps_hat = predict(z, lam)
-    z_euler = heun_update(z, eps_hat, None, lam, lam_next)
-    _, eps_next = predict(z_euler, lam_next)
-    z_heun = heun_update(z, eps_hat, eps_next, lam, lam_next)
-    return jnp.where(lam >= -2.0 * math.log(EDM_SIGMA_MAX), z_heun, z_euler), y0_hat
-
-
 # ----------------------------------------------------------------------------- prediction
 
 
@@ -249,7 +175,7 @@ def _predict(denoise_fn, z, lam, *, target, scale, normalize, clip, learned=Fals
     lam_eff = noise.effective_logsnr(lam, scale)  # λ + 2·log b
     x_tilde = z / noise.input_norm(lam, scale)  # sqrt((b² − 1)·γ + 1)
     x_in = x_tilde if normalize else z
-    pred = denoise_fn(x_in, jnp.full((z.shape[0],), lam_eff, jnp.float32))
+    pred = denoise_fn(x_in, jnp.full((z.shape[0],), lam_eff, z.dtype))
     if learned:
         channels = z.shape[-1]
         if pred.shape[-1] != 2 * channels:
@@ -286,6 +212,7 @@ def _identity(x):
         "normalize",
         "return_trajectory",
         "sharding",
+        "edm",
     ),
 )
 def _run(
@@ -305,16 +232,22 @@ def _run(
     normalize,
     return_trajectory,
     sharding,
+    edm,
 ):
-    """The compiled sampler: ``lax.scan`` over the steps, then the final denoising."""
+    """The compiled sampler: ``lax.scan`` over the steps, then the final denoising.
+
+    The state has the dtype of ``lams`` (float32, or float64 from a float64 ``x_init``).
+    Step i (0 … steps − 2) gets ``keys[i]`` and the final step ``keys[steps − 1]``, with
+    ``keys = jax.random.split(jax.random.split(key)[1], steps)``.
+    """
     constrain = _identity
     if sharding is not None:
         constrain = lambda x: jax.lax.with_sharding_constraint(x, sharding)
     k_init, k_steps = jax.random.split(key)
     if x_init is None:
-        z = jax.random.normal(k_init, shape, jnp.float32)
+        z = jax.random.normal(k_init, shape, lams.dtype)
     else:
-        z = jnp.asarray(x_init, jnp.float32)
+        z = jnp.asarray(x_init, lams.dtype)
     z = constrain(z)
     box = {"carry": carry}  # the stateful denoiser's latest carry, threaded through the scan
 
@@ -328,27 +261,37 @@ def _run(
     learned = variance == "learned"
     predict_full = functools.partial(_predict, call, learned=learned, **kw)
     predict = (lambda z, lam: predict_full(z, lam)[:2]) if learned else predict_full
+    steps = lams.shape[0] - 1
     opts = {
         "eta": eta,
         "variance": variance,
         "constrain": constrain,
         "predict_with_variance": predict_full,
+        "steps": steps,
+        "scale": scale,
+        **dict(edm),
     }
-    rule = _RULES[method]
-    steps = lams.shape[0] - 1
+    rule, history = _RULES[method], _HISTORY.get(method)
 
     def body(state, inputs):
-        z, box["carry"] = state
+        z, box["carry"], hist = state
         lam, lam_next, k = inputs
-        z_next, y0_hat = rule(z, predict, lam, lam_next, k, opts)
+        if history is None:
+            z_next, y0_hat = rule(z, predict, lam, lam_next, k, opts)
+        else:
+            z_next, y0_hat, hist = rule(z, predict, lam, lam_next, k, opts, hist)
         z_next = constrain(z_next)
-        return (z_next, box["carry"]), (z, y0_hat) if return_trajectory else None
+        return (z_next, box["carry"], hist), (z, y0_hat) if return_trajectory else None
 
     keys = jax.random.split(k_steps, steps)
-    (z_last, box["carry"]), hist = jax.lax.scan(
-        body, (z, carry), (lams[:-2], lams[1:-1], keys[:-1])
+    hist0 = () if history is None else history(z, lams)
+    (z_last, box["carry"], _), hist = jax.lax.scan(
+        body, (z, carry, hist0), (lams[:-2], lams[1:-1], keys[:-1])
     )
-    y0_final, _ = predict(z_last, lams[-2])
+    if method in _FINAL:
+        y0_final = _FINAL[method](z_last, predict, lams[-2], keys[-1], opts)
+    else:
+        y0_final, _ = predict(z_last, lams[-2])
     samples = constrain(y0_final / scale)
     if not return_trajectory:
         return samples
@@ -380,6 +323,25 @@ def _check_args(method, target, steps, eta, variance, clip_x0, input_scale, t_st
         raise ValueError(f"need 0 <= t_end < t_start <= 1, got t_start={t_start}, t_end={t_end}")
 
 
+# Methods that take EDM's churn (s_churn, s_tmin, s_tmax) and the noise scale s_noise.
+CHURN_METHODS = ("euler", "heun")
+NOISE_SCALE_METHODS = ("dpmpp_2m_sde", "euler", "heun")
+
+
+def _check_edm(method, churn, s_tmin, s_tmax, s_noise):
+    """EDM's stochastic options (Karras et al. 2022 Algorithm 2): ``ValueError`` naming one."""
+    if not (churn >= 0.0 and math.isfinite(churn)):
+        raise ValueError(f"churn must be a finite number >= 0, got {churn!r}")
+    if not (0.0 <= s_tmin <= s_tmax):
+        raise ValueError(f"need 0 <= s_tmin <= s_tmax, got s_tmin={s_tmin}, s_tmax={s_tmax}")
+    if not (s_noise >= 0.0 and math.isfinite(s_noise)):
+        raise ValueError(f"s_noise must be a finite number >= 0, got {s_noise!r}")
+    if churn > 0.0 and method not in CHURN_METHODS:
+        raise ValueError(f"churn applies to the methods {CHURN_METHODS}, not {method!r}")
+    if s_noise != 1.0 and method not in NOISE_SCALE_METHODS:
+        raise ValueError(f"s_noise applies to the methods {NOISE_SCALE_METHODS}, not {method!r}")
+
+
 def sample(
     key: jax.Array,
     denoise_fn: Callable[[jax.Array, jax.Array], jax.Array],
@@ -391,6 +353,10 @@ def sample(
     method: str = "ddpm",
     target: str = "eps",
     eta: float = 0.0,
+    churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = math.inf,
+    s_noise: float = 1.0,
     variance: str = "small",
     clip_x0: float | None = None,
     input_scale: float = 1.0,
@@ -407,10 +373,11 @@ def sample(
     Args:
       key: PRNG key (initial noise and the stochastic steps).
       denoise_fn: ``denoise_fn(x_in, lam_eff) -> prediction`` in ``target`` space, x_in of
-        ``shape``, lam_eff (B,) float32 (see the module docstring for what x_in and lam_eff
-        are). A ``jax.tree_util.Partial`` (e.g. from ``cfg_denoise_fn``) is passed to the
-        compiled sampler as a pytree, so new parameters/labels in it do not recompile; a
-        plain function is keyed by identity (wrap calls with fresh closures in your own jit).
+        ``shape``, lam_eff (B,) in the state's dtype, float32 by default (see the module
+        docstring for what x_in and lam_eff are). A ``jax.tree_util.Partial`` (e.g. from
+        ``cfg_denoise_fn``) is passed to the compiled sampler as a pytree, so new
+        parameters/labels in it do not recompile; a plain function is keyed by identity
+        (wrap calls with fresh closures in your own jit).
       shape: output shape, batch first.
       schedule: inference schedule (``.logsnr(t)``), e.g. ``noise.get_schedule("cosine")``;
         None when ``lams`` is given.
@@ -420,9 +387,16 @@ def sample(
         is evaluated, replacing ``schedule`` and the t grid: steps move ``lams[i] →
         lams[i+1]`` and the last returns x̂0 at ``lams[-1]`` (e.g.
         ``respace.respaced_logsnr("250")``, the official DiT 250-step DDPM).
-      method: "ddpm" (ancestral), "ddim" (η) or "heun" (EDM 2nd order; the last step Euler).
+      method: "ddpm" (ancestral), "ddim" (η), "heun" (EDM 2nd order; the last step Euler),
+        "euler" (EDM's Euler, = DDIM(0) = the flow-matching Euler sampler), "dpmpp_2m",
+        "dpmpp_2m_sde", "unipc" (multistep solvers, see ``jaxdiff.sampling.solvers``).
       target: "eps", "x0", "v" or "flow", what the network predicts.
       eta: DDIM noise (0 deterministic, 1 = DDPM "small").
+      churn, s_tmin, s_tmax: EDM's stochastic sampler (Karras et al. 2022 Algorithm 2, as
+        k-diffusion's ``s_churn``) for "euler" and "heun": at each level σ with s_tmin <= σ
+        <= s_tmax (σ = e^{−λ_eff/2}, EDM's noise level of the data) noise is added up to
+        σ·(1 + γ), γ = min(churn/steps, √2 − 1), before the step. churn = 0 is deterministic.
+      s_noise: scale of the added noise ("euler", "heun", "dpmpp_2m_sde").
       variance: DDPM step variance, "small" (posterior), "large" (1 − γ/γ_next) or
         "learned" (the network returns 2C channels: prediction, then v ∈ [−1, 1] of the
         learned range, see ``learned_range_variance``; other methods ignore v).
@@ -433,7 +407,8 @@ def sample(
       t_start, t_end: the time grid ``linspace(t_start, t_end, steps + 1)``.
       return_trajectory: also return ``{"x_t": (steps+1, *shape) states z_i in the
         sampler's space (the last is b·samples), "x0_pred": (steps, *shape) x̂0 in data units}``.
-      x_init: optional start state z (default standard normal from ``key``).
+      x_init: optional start state z (default standard normal from ``key``); its floating
+        dtype sets the sampler's (a float64 x_init samples in float64 under jax_enable_x64).
       sharding: optional sharding of ``shape`` (e.g. ``NamedSharding(mesh, P("data"))``)
         constrained on the state and the noise, so a batch splits over devices.
       carry: optional initial state (a pytree) of a stateful denoiser, e.g. RIN's latents
@@ -454,16 +429,20 @@ def sample(
             raise ValueError("lams must be strictly increasing (noisiest level first)")
         steps = int(grid.shape[0])
     _check_args(method, target, steps, eta, variance, clip_x0, input_scale, t_start, t_end)
+    _check_edm(method, churn, s_tmin, s_tmax, s_noise)
     shape, steps = tuple(int(d) for d in shape), int(steps)
     if x_init is not None and tuple(x_init.shape) != shape:
         raise ValueError(f"x_init must have shape {shape}, got {tuple(x_init.shape)}")
+    # The state's dtype: float32, or that of a floating x_init (float64 under x64).
+    dtype = jnp.float32 if x_init is None else jnp.promote_types(jnp.asarray(x_init).dtype, "f4")
     if lams is not None:  # the last grid point is never evaluated (the final step is x̂0)
+        grid = jnp.asarray(lams, dtype)
         lams = jnp.concatenate([grid, grid[-1:]])
     else:
         if schedule is None:
             raise ValueError("give an inference schedule or an explicit lams grid")
-        t = jnp.linspace(t_start, t_end, steps + 1, dtype=jnp.float32)
-        lams = jnp.asarray(schedule.logsnr(t), jnp.float32)
+        t = jnp.linspace(t_start, t_end, steps + 1, dtype=dtype)
+        lams = jnp.asarray(schedule.logsnr(t), dtype)
     if not isinstance(denoise_fn, Partial):
         denoise_fn = Partial(denoise_fn)
     return _run(
@@ -482,4 +461,10 @@ def sample(
         normalize=bool(normalize_input),
         return_trajectory=bool(return_trajectory),
         sharding=sharding,
+        edm=(
+            ("churn", float(churn)),
+            ("s_tmin", float(s_tmin)),
+            ("s_tmax", float(s_tmax)),
+            ("s_noise", float(s_noise)),
+        ),
     )
