@@ -1,28 +1,26 @@
-"""What every study driver shares: the grid, running it, aggregating it, reporting it.
+"""What every study driver shares: the grid and running it (reports: experiments/report.py).
 
 A study is a list of cells (grid points, each a set of ``jaxdiff.main`` config overrides)
 times seeds, at three scales:
 
 - ``smoke``: a 2-point grid, a few steps (tests and CI);
-- ``cpu``: what fits a 2-core machine in about an hour, ≥ 3 seeds per cell; every run is a
-  ``python -m jaxdiff.main`` subprocess in ``OUT/runs/<cell>/seed_<s>``, resumable, and
-  skipped when its ``run.json`` says it finished, so a study can be spread over invocations;
+- ``cpu``: what fits a 2-core machine, ≥ 5 seeds per cell paired by seed; every run is a
+  ``python -m jaxdiff.main`` subprocess in ``OUT/runs/<cell>/seed_<s>``, resumable (it
+  checkpoints at every evaluation), and skipped when its ``run.json`` says it finished, so a
+  study can be spread over invocations;
 - ``full``: the papers' settings; writes ``OUT/jobs.txt`` (one command per grid point) and
   ``OUT/slurm_array.sh`` (a SLURM array over those lines, one multi-host job each) and, once
-  the work dirs exist, aggregates them with the same table code (``--aggregate``).
+  the work dirs exist, aggregates them with the same report code (``--aggregate``).
 
-``OUT`` then holds ``results.csv`` (one row per run: ``study``, ``cell`` — the grid point as
-"k=v,k=v" —, ``seed``, ``steps``, ``wall_s``, each final metric), ``curves.csv`` (every
-evaluation of every run: metric against step and training wall-clock), ``summary.md`` (mean ±
-standard error per cell and the study's conclusion) and PNG plots.
+A study declares its claims (``Study.claims``, :class:`experiments.claims.Claim`) before it
+runs; ``OUT`` then holds what :mod:`experiments.report` writes: ``results.csv`` (one row per
+run and evaluation step), ``curves.csv``, ``verdicts.json``, ``summary.md`` and PNG plots.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -30,15 +28,18 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-import numpy as np
 from absl import flags
 
+from experiments.claims import Claim
 from jaxdiff import cli
+from jaxdiff.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALES = ("smoke", "cpu", "full")
 # Bump when the grid or protocol of a study changes (a finished run keeps the version it used).
-PROTOCOL_VERSION = 1
+# 2: trained arms (the default run's optimiser, 1000 steps), 5 paired seeds, learning curves,
+# declared claims with paired tests and Holm's correction.
+PROTOCOL_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,20 +72,24 @@ class Grid:
     seeds: tuple[int, ...]
     common: tuple[str, ...] = ()  # --config.* flags for every run (steps, eval cadence, ...)
     metrics: tuple[str, ...] = ()  # metrics.jsonl keys reported, the first the headline
+    # (metric, value): the quality a steps-to-target claim reaches on this grid, where it
+    # differs from the claim's own (e.g. the full grids' FID 10, Min-SNR's measure)
+    targets: tuple[tuple[str, float], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class Study:
-    """A study: its name, question, grids per scale, and how to conclude and plot."""
+    """A study: its name, question, grids per scale, the claims it tests (declared before it
+    runs; Holm's correction covers exactly these) and optional extra report sections."""
 
     name: str
     question: str
     grids: dict  # scale -> Grid
-    # (summary table, curve rows, grid) -> conclusion text; the headline metric is
-    # grid.metrics[0]
-    conclude: Callable[[dict, list[dict], Grid], str]
-    plot: Callable[[dict, list[dict], str, Grid], list[str]] | None = None  # (..., out, grid)
-    lower_is_better: bool = True
+    claims: tuple[Claim, ...] = ()
+    # (results rows, curve rows, grid) -> an extra markdown section of summary.md
+    describe: Callable[[list[dict], list[dict], Grid], str] | None = None
+    # (results rows, curve rows, out, grid) -> extra plot paths (report.py draws the curves)
+    plot: Callable[[list[dict], list[dict], str, Grid], list[str]] | None = None
 
 
 def fid_grid(
@@ -93,28 +98,52 @@ def fid_grid(
     *,
     eval_every: int,
     num_samples: int,
+    fid_stats: str | None,
     total_steps: int | None = None,
     data_dir: str | None = None,
     vae: str | None = None,
+    targets: Sequence[tuple[str, float]] = (),
 ) -> Grid:
     """A full-scale grid scored by FID (``eval/fid``): ``total_steps`` (if given), evaluation
-    every ``eval_every`` steps on ``num_samples`` samples, and the paths a site fills in
-    (``FID_STATS``, ``INCEPTION_WEIGHTS`` and the given ``data_dir`` / ``vae``)."""
+    every ``eval_every`` steps on ``num_samples`` samples against ``fid_stats``, and the paths
+    a site fills in (placeholders of ``experiments.jobcheck.PLACEHOLDERS``: ``fid_stats``,
+    ``INCEPTION_WEIGHTS`` and the given ``data_dir`` / ``vae``); ``fid_stats=None``: each
+    cell names its own (e.g. one per resolution)."""
     flags_ = [f"--config.total_steps={total_steps}"] if total_steps is not None else []
     flags_ += [
         f"--config.eval_every_steps={eval_every}",
         f"--config.eval.num_samples={num_samples}",
-        "--config.eval.fid_stats=FID_STATS",
         "--config.eval.inception_weights=INCEPTION_WEIGHTS",
     ]
+    flags_ += [f"--config.eval.fid_stats={fid_stats}"] if fid_stats is not None else []
     flags_ += [f"--config.data.data_dir={data_dir}"] if data_dir is not None else []
     flags_ += [f"--config.data.vae={vae}"] if vae is not None else []
-    return Grid(tuple(cells), tuple(seeds), tuple(flags_), ("eval/fid",))
+    return Grid(tuple(cells), tuple(seeds), tuple(flags_), ("eval/fid",), tuple(targets))
 
 
-# The evaluation of the studies' full grids on ImageNet-256 SD-VAE latents: FID-10K (Hang et
-# al.'s and the Min-SNR paper's protocol), the latents and the VAE from a site's paths.
-LATENT_FID_10K = dict(num_samples=10_000, data_dir="LATENTS_DIR", vae="VAE_DIR")
+# The full grids on ImageNet-256 SD-VAE latents read the latents and the VAE from a site's
+# paths and score against ADM's ImageNet-256 reference batch. The FID sample count is each
+# paper's protocol and set by its study: Hang et al. 2024 FID-10K, Min-SNR FID-50K.
+LATENTS = dict(data_dir="LATENTS_DIR", vae="VAE_DIR", fid_stats="FID_STATS_IMAGENET256")
+
+
+def grid_claims(claims: Sequence[Claim], grid: Grid) -> tuple[Claim, ...]:
+    """``claims`` as ``grid`` measures them. On a grid scored by another headline metric (the
+    full grids' ``eval/fid`` for the cpu grids' distances), a claim on a distance (direction
+    "lower") is measured on ``grid.metrics[0]``; a steps-to-target claim uses the grid's target
+    for its metric (``Grid.targets``, e.g. Min-SNR's FID 10). Claims on other metrics (e.g.
+    accuracy) that the grid does not log are kept as they are (reported as not run)."""
+    targets = dict(grid.targets)
+    out = []
+    for claim in claims:
+        metric = claim.metric
+        if metric not in grid.metrics and claim.direction == "lower" and grid.metrics:
+            metric = grid.metrics[0]
+        if claim.kind == "steps_to_target" and metric != claim.metric and metric not in targets:
+            metric = claim.metric  # no target on the grid's scale: left as declared
+        target = targets.get(metric) if claim.kind == "steps_to_target" else None
+        out.append(dataclasses.replace(claim, metric=metric, target=target or claim.target))
+    return tuple(out)
 
 
 # ------------------------------------------------------------------------------- running
@@ -130,7 +159,8 @@ def run_dir(out: str, cell: Cell, seed: int) -> str:
     return os.path.join(out, "runs", cell.slug, f"seed_{seed}")
 
 
-def _finished(workdir: str) -> bool:
+def finished(workdir: str) -> bool:
+    """Whether the driver finished the run in ``workdir`` (its ``run.json``)."""
     try:
         with open(os.path.join(workdir, "run.json")) as f:
             return json.load(f).get("status") == "done"
@@ -150,7 +180,7 @@ def run_grid(study: Study, scale: str, out: str, *, log=print) -> list[str]:
         for cell in grid.cells:
             workdir = run_dir(out, cell, seed)
             dirs.append(workdir)
-            if _finished(workdir):
+            if finished(workdir):
                 continue
             os.makedirs(workdir, exist_ok=True)
             cmd = command(cell, seed, workdir, grid, python=sys.executable)
@@ -209,238 +239,11 @@ _SLURM = """#!/bin/bash
 set -euo pipefail
 cd {repo}
 CMD=$(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {jobs})
+# Data, weights, statistics, work dir and the plan (parameters, memory) first; compiles nothing.
+srun bash -c "$CMD --mode=check"
 srun bash -c "$CMD"
 # When every task has finished:  python -m experiments.{study} --scale=full --out={out} --aggregate
 """
-
-
-# --------------------------------------------------------------------------- aggregating
-def read_metrics(workdir: str) -> list[dict]:
-    """The rows of a run's ``metrics.jsonl`` (invalid lines skipped)."""
-    rows = []
-    try:
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    continue
-    except OSError:
-        pass
-    return rows
-
-
-def run_results(
-    study: Study, grid: Grid, out: str, finished_only: bool = False
-) -> tuple[list[dict], list[dict]]:
-    """(one result row per run with an evaluation, every evaluation as a curve row);
-    ``finished_only``: only runs the driver finished (a run still training is left out)."""
-    rows, curves = [], []
-    for seed in grid.seeds:
-        for cell in grid.cells:
-            workdir = run_dir(out, cell, seed)
-            if finished_only and not _finished(workdir):
-                continue
-            metrics = read_metrics(workdir)
-            evals = [m for m in metrics if any(k in m for k in grid.metrics)]
-            if not evals:
-                continue
-            wall = _wall_clock(metrics)
-            for m in evals:
-                for key in grid.metrics:
-                    if m.get(key) is not None:
-                        curves.append({"study": study.name, "cell": cell.name, "seed": seed,
-                                       "step": m["step"], "wall_s": wall.get(m["step"]),
-                                       "metric": key, "value": m[key]})  # fmt: skip
-            last = evals[-1]
-            row = {"study": study.name, "cell": cell.name, "seed": seed, "steps": last["step"],
-                   "wall_s": wall.get(last["step"])}  # fmt: skip
-            row.update({k: last.get(k) for k in grid.metrics})
-            rows.append(row)
-    return rows, curves
-
-
-def _wall_clock(metrics: list[dict]) -> dict:
-    """step -> cumulative training seconds (``train/wall_s``) at or before that step."""
-    out, latest = {}, None
-    for m in sorted(metrics, key=lambda m: m["step"]):
-        latest = m.get("train/wall_s", latest)
-        out[m["step"]] = latest
-    return out
-
-
-def summarise(rows: list[dict], metrics: Sequence[str]) -> dict:
-    """cell -> {metric: (mean, standard error, n)} over seeds (SE = sd/√n, ddof 1)."""
-    table: dict = {}
-    for row in rows:
-        table.setdefault(row["cell"], {}).setdefault("_rows", []).append(row)
-    for entry in table.values():
-        for key in (*metrics, "wall_s", "steps"):
-            values = np.array(
-                [r[key] for r in entry["_rows"] if r.get(key) is not None], dtype=np.float64
-            )
-            n = len(values)
-            mean = float(values.mean()) if n else math.nan
-            se = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-            entry[key] = (mean, se, n)
-    return table
-
-
-def differs(a: tuple, b: tuple, k: float = 2.0) -> bool:
-    """Whether two (mean, se, n) differ beyond k combined standard errors with n ≥ 3 each."""
-    if a[2] < 3 or b[2] < 3:
-        return False
-    return abs(a[0] - b[0]) > k * math.hypot(a[1], b[1])
-
-
-def fmt(entry: tuple, digits: int = 3) -> str:
-    mean, se, n = entry
-    if n == 0 or math.isnan(mean):
-        return "–"
-    return f"{mean:.{digits}f} ± {se:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
-
-
-def write_outputs(study: Study, scale: str, out: str) -> dict:
-    """results.csv, curves.csv, summary.md and the study's plots in ``out``; returns the
-    summary table."""
-    grid = study.grids[scale]
-    rows, curves = run_results(study, grid, out, finished_only=scale != "full")
-    columns = ["study", "cell", "seed", "steps", "wall_s", *grid.metrics]
-    _write_csv(os.path.join(out, "results.csv"), columns, rows)
-    curve_cols = ["study", "cell", "seed", "step", "wall_s", "metric", "value"]
-    _write_csv(os.path.join(out, "curves.csv"), curve_cols, curves)
-    table = summarise(rows, grid.metrics)
-    plots = study.plot(table, curves, out, grid) if study.plot and rows else []
-    with open(os.path.join(out, "summary.md"), "w") as f:
-        f.write(summary_markdown(study, scale, grid, table, curves, plots))
-    return table
-
-
-def _write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def summary_markdown(study: Study, scale: str, grid: Grid, table: dict, curves, plots) -> str:
-    head = ["cell", "n", *grid.metrics, "steps", "train wall-clock (s)"]
-    lines = [
-        f"# {study.name} ({scale} scale)",
-        "",
-        study.question,
-        "",
-        f"Seeds: {', '.join(map(str, grid.seeds))}. Mean ± standard error over seeds; a "
-        "difference counts only beyond 2 standard errors with ≥ 3 seeds.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
-    for cell in grid.cells:
-        entry = table.get(cell.name)
-        if entry is None:
-            lines.append(f"| {cell.name} | 0 |" + " – |" * (len(head) - 2))
-            continue
-        n = len(entry["_rows"])
-        vals = [fmt(entry[m], 4) for m in grid.metrics]
-        vals += [fmt(entry["steps"], 0), fmt(entry["wall_s"], 1)]
-        lines.append(f"| {cell.name} | {n} | " + " | ".join(vals) + " |")
-    conclusion = study.conclude(table, curves, grid) if table else "No finished runs."
-    lines += ["", "## Conclusion", "", conclusion, ""]
-    lines += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
-    return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------------------- plots
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (imported on first use)."""
-    import matplotlib  # noqa: PLC0415 - the Agg backend must be chosen before pyplot loads
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    return plt
-
-
-def plot_curves(
-    curves: list[dict],
-    metric: str,
-    path: str,
-    *,
-    x: str = "step",
-    cells: Sequence[str] | None = None,
-    title: str = "",
-) -> str:
-    """Mean over seeds of ``metric`` against ``x`` ("step" or "wall_s"), one line per cell,
-    with a ±1 standard-error band."""  # fmt: skip
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    names = cells or sorted({c["cell"] for c in curves})
-    for name in names:
-        pts: dict = {}
-        for c in curves:
-            if c["cell"] == name and c["metric"] == metric and c.get(x) is not None:
-                pts.setdefault(c["step"], []).append((c[x], c["value"]))
-        if not pts:
-            continue
-        steps = sorted(pts)
-        xs = [np.mean([p[0] for p in pts[s]]) for s in steps]
-        vals = [np.array([p[1] for p in pts[s]], np.float64) for s in steps]
-        mean = np.array([v.mean() for v in vals])
-        se = np.array([v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in vals])
-        ax.plot(xs, mean, marker="o", ms=3, label=name)
-        ax.fill_between(xs, mean - se, mean + se, alpha=0.2)
-    ax.set(xlabel="training steps" if x == "step" else "training wall-clock (s)",
-           ylabel=metric, title=title)  # fmt: skip
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def plot_bars(table: dict, metric: str, path: str, cells: Sequence[str], title: str = "") -> str:
-    """Final ``metric`` per cell: mean ± standard error (error bars) and the seeds as dots."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(5, 0.55 * len(cells) + 2), 4.2), dpi=110)
-    for i, name in enumerate(cells):
-        entry = table.get(name)
-        if entry is None:
-            continue
-        mean, se, _ = entry[metric]
-        ax.bar(i, mean, yerr=0 if math.isnan(se) else se, color="tab:blue", alpha=0.6, capsize=3)
-        seeds = [r[metric] for r in entry["_rows"] if r.get(metric) is not None]
-        ax.plot([i] * len(seeds), seeds, "k.", ms=4)
-    ax.set_xticks(range(len(cells)), cells, rotation=45, ha="right", fontsize=7)
-    ax.set(ylabel=metric, title=title)
-    ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def best_cell(table: dict, metric: str, cells: Sequence[str], lower_is_better: bool = True):
-    """(the best cell by mean, [cells not distinguishable from it at 2 standard errors])."""
-    present = [c for c in cells if c in table and not math.isnan(table[c][metric][0])]
-    if not present:
-        return None, []
-    sign = 1 if lower_is_better else -1
-    best = min(present, key=lambda c: sign * table[c][metric][0])
-    ties = [c for c in present if c != best and not differs(table[c][metric], table[best][metric])]
-    return best, ties
-
-
-def best_line(table: dict, metric: str, cells: Sequence[str]) -> str | None:
-    """``- lowest final <metric>: <value> (mean ± se)`` and the cells within 2 SE of it, each
-    named by its one parameter's value (cells "key=value"); None when no cell has finished."""
-    best, ties = best_cell(table, metric, cells)
-    if best is None:
-        return None
-    value = lambda name: name.split("=", 1)[1]  # noqa: E731
-    line = f"- lowest final {metric}: {value(best)} ({fmt(table[best][metric])})"
-    return line + (f"; within 2 SE: {', '.join(map(value, ties))}" if ties else "")
 
 
 # --------------------------------------------------------------------------------- entry
@@ -462,12 +265,27 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         out = os.path.abspath(fv.out)
         os.makedirs(out, exist_ok=True)
         if fv.scale == "full" and not fv.aggregate:
+            from experiments import jobcheck  # here: it loads the training stack
+
+            grid = study.grids["full"]
+            commands = [command(c, s, run_dir(out, c, s), grid) for c in grid.cells
+                        for s in grid.seeds]  # fmt: skip
+            try:
+                placeholders = jobcheck.check_grid(commands)
+            except ConfigError as e:
+                print(f"config error: {e}", file=sys.stderr)
+                return 2
             jobs, script = write_jobs(study, out)
-            print(f"wrote {jobs} and {script}; after the runs: --scale=full --aggregate")
+            print(f"wrote {jobs} and {script}; every job passes the config part of --mode=check")
+            print("fill these placeholders in jobs.txt (e.g. sed -i s,NAME,PATH,g):")
+            print("\n".join(jobcheck.placeholder_lines(placeholders)))
+            print("after the runs: --scale=full --aggregate")
             return 0
         if fv.scale != "full" and not fv.aggregate:
             run_grid(study, fv.scale, out)
-        write_outputs(study, fv.scale, out)
+        from experiments import report  # here: report imports this module
+
+        report.write_outputs(study, fv.scale, out)
         print(f"wrote {os.path.join(out, 'summary.md')}")
         return 0
 

@@ -1,6 +1,7 @@
 """The study drivers: each smoke grid trains and writes results.csv (the right columns and
-cells), curves.csv, summary.md and a plot; finished runs are skipped; the full scale writes
-one command per grid point plus a SLURM array, and aggregates work dirs made by tiny runs."""
+cells), curves.csv, verdicts.json (every declared claim), summary.md and a plot; finished runs
+are skipped; the full scale writes one command per grid point plus a SLURM array, and
+aggregates work dirs made by tiny runs."""
 
 import csv
 import json
@@ -28,13 +29,15 @@ def test_smoke_grid_writes_results_summary_and_plots(module, tmp_path):
     assert common.main(study, argv) == 0
     grid = study.grids["smoke"]
     rows = _rows(out / "results.csv")
-    assert list(rows[0])[:5] == ["study", "cell", "seed", "steps", "wall_s"]
+    assert list(rows[0])[:5] == ["study", "cell", "seed", "step", "wall_s"]
     assert set(grid.metrics) <= set(rows[0])
     assert {r["cell"] for r in rows} == {c.name for c in grid.cells} and len(grid.cells) == 2
     assert all(r["study"] == study.name and float(r[grid.metrics[0]]) >= 0 for r in rows)
     assert _rows(out / "curves.csv")
     summary = (out / "summary.md").read_text()
-    assert "## Conclusion" in summary and grid.cells[0].name in summary
+    assert "## Claims" in summary and grid.cells[0].name in summary and "2 SE" not in summary
+    verdicts = json.loads((out / "verdicts.json").read_text())
+    assert [c["name"] for c in verdicts["claims"]] == [c.name for c in study.claims]
     assert any(p.endswith(".png") for p in os.listdir(out))
     # finished runs are skipped: a second invocation trains nothing (run.json unchanged)
     marks = {
@@ -70,15 +73,3 @@ def test_full_scale_writes_jobs_and_aggregates_finished_work_dirs(tmp_path, caps
     assert [float(r["eval/fid"]) for r in rows] == [100.0, 101.0]
     assert [r["cell"] for r in rows] == [c.name for c in grid.cells[:2]]
     assert "target=eps,weighting=snr" in (out / "summary.md").read_text()
-
-
-def test_summary_statistics_and_differences():
-    rows = [{"cell": "a", "m": v, "steps": 1, "wall_s": 1.0} for v in (1.0, 2.0, 3.0)]
-    rows += [{"cell": "b", "m": v, "steps": 1, "wall_s": 1.0} for v in (10.0, 11.0, 12.0)]
-    table = common.summarise(rows, ["m"])
-    mean, se, n = table["a"]["m"]
-    assert (mean, n) == (2.0, 3) and se == pytest.approx(1 / 3**0.5)
-    assert common.differs(table["a"]["m"], table["b"]["m"])
-    assert not common.differs((1.0, 1.0, 3), (2.0, 1.0, 3))  # within 2 SE
-    assert not common.differs((1.0, 0.0, 2), (9.0, 0.0, 3))  # fewer than 3 seeds
-    assert common.best_cell(table, "m", ["a", "b"]) == ("a", [])

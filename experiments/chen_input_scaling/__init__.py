@@ -11,10 +11,13 @@ at this sample count) and the photo classifier's Fréchet distance and accuracy.
 
 from __future__ import annotations
 
-import math
 import os
 
-from experiments import common
+import numpy as np
+
+from experiments import common, digits_grid, report, stats
+from experiments.chen_input_scaling import full
+from experiments.claims import Claim
 
 STUDY_NAME = "chen_input_scaling"
 CONFIG = "configs/photo_crops.py"
@@ -41,66 +44,90 @@ def _flags(steps: int, eval_every: int, samples: int, sampling_steps: int = 50) 
             f"--config.sampling.steps={sampling_steps}")  # fmt: skip
 
 
-def _parse(name: str) -> dict:
-    out = {}
-    for part in name.split(","):
-        k, v = part.split("=")
-        out[k] = float(v) if k == "b" else int(v) if k == "size" else v
+def _groups(cells) -> dict:
+    """(other parameters, size) -> {b: cell name}: the b sweeps of a grid's cells."""
+    out: dict = {}
+    for cell in cells:
+        p = dict(cell.params)
+        others = tuple((k, v) for k, v in cell.params if k not in ("size", "b"))
+        out.setdefault((others, p["size"]), {})[p["b"]] = cell.name
     return out
 
 
-def best_scales(table: dict, metric: str) -> dict:
-    """(size, schedule) -> (best b, its (mean, se, n), [b within 2 SE of it])."""
-    groups: dict = {}
-    for name in table:
-        p = _parse(name)
-        groups.setdefault((p["size"], p.get("schedule", "")), []).append(name)
+def trend_claims(cells, metric: str) -> tuple[Claim, ...]:
+    """Chen 2023's claim for each sweep of the grid (per other parameters, e.g. schedule): the
+    smallest b gains on the largest as the resolution grows — per seed, the slope of
+    log(metric(b_min) / metric(b_max)) against log2(size) is negative (a difference in
+    differences, paired by seed; experiments/claims.py, kind "trend")."""
+    claims = []
+    for others in sorted({o for o, _ in _groups(cells)}):
+        bs = sorted({b for (o, _), sweep in _groups(cells).items() if o == others for b in sweep})
+        if len(bs) < 2:
+            continue
+        fixed = "".join(f",{k}={v}" for k, v in others)
+        claims.append(Claim(
+            f"b={bs[0]} gains on b={bs[-1]} as size grows{fixed.replace(',', ', ')}",
+            "Chen 2023: the best input scale b falls as the resolution grows", metric,
+            f"b={bs[0]}{fixed}", f"b={bs[-1]}{fixed}", "lower", kind="trend", across="size",
+        ))  # fmt: skip
+    return tuple(claims)
+
+
+def best_scales(rows: list[dict], cells, metric: str) -> dict:
+    """(other parameters, size) -> (the b values, the best b by mean over seeds, how often each b
+    is best over paired bootstrap resamples of the seeds, n seeds), at each run's final step."""
+    finals = report.final_rows(rows)
     out = {}
-    for key, names in groups.items():
-        best, ties = common.best_cell(table, metric, names)
-        if best is not None:
-            out[key] = (_parse(best)["b"], table[best][metric], [_parse(t)["b"] for t in ties])
+    for key, sweep in sorted(_groups(cells).items()):
+        bs = sorted(sweep)
+        per_b = [{r["seed"]: r[metric] for r in finals.get(sweep[b], [])
+                  if r.get(metric) is not None} for b in bs]  # fmt: skip
+        seeds = sorted(set.intersection(*(set(x) for x in per_b)))
+        if len(seeds) < 2:
+            continue
+        matrix = np.array([[x[s] for x in per_b] for s in seeds], np.float64)
+        best, freq = stats.best_index_bootstrap(matrix)
+        out[key] = (bs, bs[best], freq, len(seeds))
     return out
 
 
-def conclude(table: dict, curves: list[dict], grid: common.Grid) -> str:
-    best = best_scales(table, grid.metrics[0])
-    lines = []
-    for (size, schedule), (b, entry, ties) in sorted(best.items()):
-        lines.append(
-            f"- {schedule}, {size} px: best b = {b} ({grid.metrics[0]} {common.fmt(entry, 2)})"
-            + (f"; not distinguishable at 2 SE from b = {', '.join(map(str, ties))}"
-               if ties else "; better than every other b beyond 2 SE")
-        )  # fmt: skip
-    for schedule in sorted({k[1] for k in best}):
-        seq = [(size, best[(size, schedule)][0])
-               for size in sorted(k[0] for k in best if k[1] == schedule)]  # fmt: skip
-        pairs = list(zip(seq, seq[1:], strict=False))
-        falls = all(b2 <= b1 for (_, b1), (_, b2) in pairs)
-        strict = any(b2 < b1 for (_, b1), (_, b2) in pairs)
-        trend = ("falls with resolution, as Chen 2023 reports" if falls and strict
-                 else "does not fall with resolution" if not falls
-                 else "stays the same across resolutions")  # fmt: skip
-        lines.append(f"- {schedule}: best b by resolution {seq}: {trend} (point estimates; "
-                     "see the ties above for their uncertainty)")  # fmt: skip
-    return "\n".join(lines) or "No finished runs."
+def describe(rows: list[dict], curves: list[dict], grid: common.Grid) -> str:
+    metric = grid.metrics[0]
+    lines = ["## Best input scale per resolution", "",
+             f"At the final evaluation, the b with the lowest mean {metric} over seeds; the "
+             f"distribution of the best b over {stats.N_BOOT} paired bootstrap resamples of the "
+             f"seeds (seed {stats.BOOT_SEED}) and its central 95% range.", "",
+             "| sweep | size | n | best b | bootstrap P(best) per b | 95% range of best b |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for (others, size), (bs, best, freq, n) in best_scales(rows, grid.cells, metric).items():
+        dist = ", ".join(f"{b:g}: {f:.2f}" for b, f in zip(bs, freq, strict=True))
+        cdf = np.cumsum(freq)
+        lo = bs[int(np.searchsorted(cdf, 0.025 - 1e-12))]
+        hi = bs[int(np.searchsorted(cdf, 0.975 - 1e-12))]
+        sweep = ", ".join(f"{k}={v}" for k, v in others) or "–"
+        lines.append(f"| {sweep} | {size} | {n} | {best:g} | {dist} | [{lo:g}, {hi:g}] |")
+    return "\n".join(lines)
 
 
-def plot(table: dict, curves: list[dict], out: str, grid: common.Grid) -> list[str]:
-    plt = common.pyplot()
-    parsed = {name: _parse(name) for name in table}
+def plot(rows: list[dict], curves: list[dict], out: str, grid: common.Grid) -> list[str]:
+    """Each resolution's final metric against b: mean and 95% t interval over seeds."""
+    plt = report.pyplot()
+    finals = report.final_rows(rows)
     paths = []
     for metric in grid.metrics[:2]:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-        for key in sorted({(p["size"], p.get("schedule", "")) for p in parsed.values()}):
-            group = [n for n, p in parsed.items() if (p["size"], p.get("schedule", "")) == key]
-            group.sort(key=lambda n: parsed[n]["b"])
-            bs = [parsed[n]["b"] for n in group]
-            mean = [table[n][metric][0] for n in group]
-            se = [0 if math.isnan(table[n][metric][1]) else table[n][metric][1] for n in group]
-            ax.errorbar(bs, mean, yerr=se, marker="o", capsize=3, label=f"{key[0]} px, {key[1]}")
+        for (others, size), sweep in sorted(_groups(grid.cells).items()):
+            bs = sorted(b for b in sweep if finals.get(sweep[b]))
+            if not bs:
+                continue
+            values = [[r[metric] for r in finals[sweep[b]] if r.get(metric) is not None]
+                      for b in bs]  # fmt: skip
+            ci = np.array([stats.t_interval(v) for v in values])
+            err = np.nan_to_num(np.abs(ci[:, 1:].T - ci[:, 0]))
+            label = ", ".join([f"{size} px", *(str(v) for _, v in others)])
+            ax.errorbar(bs, ci[:, 0], yerr=err, marker="o", capsize=3, label=label)
         ax.set(xscale="log", xlabel="input scale b", ylabel=metric,
-               title="quality vs input scale (mean ± SE over seeds)")  # fmt: skip
+               title="final quality vs input scale (mean, 95% t interval)")  # fmt: skip
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -109,6 +136,9 @@ def plot(table: dict, curves: list[dict], out: str, grid: common.Grid) -> list[s
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+_CPU_CELLS = _cells((16, 32), (1.0, 0.5), ("cosine",))
 
 
 STUDY = common.Study(
@@ -129,27 +159,16 @@ STUDY = common.Study(
         ),
         # cpu: two resolutions (the same field of view at 16 and 32 px) × b ∈ {1, 0.5},
         # cosine; 64 px, b ∈ {0.7, 0.35} and the linear schedule are in the full grid.
+        # (its recipe and cells are set once a photo_crops recipe trains; seeds as digits_grid)
         "cpu": common.Grid(
-            _cells((16, 32), (1.0, 0.5), ("cosine",)),
-            (0, 1, 2),
+            _CPU_CELLS,
+            digits_grid.CPU_SEEDS,
             _flags(400, 200, 250, sampling_steps=25),
             METRICS,
         ),
-        "full": common.fid_grid(
-            tuple(
-                common.Cell(
-                    (("size", r), ("b", b)),
-                    f"configs/imagenet{r}_rin.py:scale={b}",
-                    ("--config.data.data_dir=TFDS_DIR",),
-                )
-                for r in (64, 128, 256)
-                for b in (1.0, 0.7, 0.5, 0.35)
-            ),
-            (0,),
-            eval_every=50_000,
-            num_samples=50_000,
-        ),
+        "full": full.grid(),  # ImageNet 64/128/256 px; README: paper vs this grid
     },  # fmt: skip
-    conclude=conclude,
+    claims=trend_claims(_CPU_CELLS, METRICS[0]),
+    describe=describe,
     plot=plot,
 )
