@@ -4,10 +4,17 @@ A few minutes on a 2-core CPU. Variants (the common keys of every config):
   ``:tiny``            seconds, for tests and smoke runs (8 px);
   ``:size=32``         resolution sweep (8/16/32/64 px; the digits are resized);
   ``:model=DiT-S/2``   any registry model (widths then come from the registry);
-  ``:schedule=``, ``:scale=``, ``:target=``, ``:weighting=``, ``:steps=``, ``:batch=``.
+  ``:schedule=``, ``:scale=``, ``:target=``, ``:weighting=``, ``:steps=``, ``:batch=``;
+  ``:patch=8``         the DiT patch (e.g. size/4: 16 tokens at every resolution, Chen's grid).
 """
 
-from jaxdiff.training.config import apply_variant, base_config, make_tiny, parse_variant
+from jaxdiff.training.config import (
+    _positive_int,
+    apply_variant,
+    base_config,
+    make_tiny,
+    parse_variant,
+)
 
 
 def _tiny(c):
@@ -25,7 +32,7 @@ def _tiny(c):
 
 
 def get_config(arg=None):
-    v = parse_variant(arg)
+    v = parse_variant(arg, extra={"patch": _positive_int})
     c = base_config()
     c.total_steps = 1000
     c.log_every_steps = 50
@@ -53,6 +60,8 @@ def get_config(arg=None):
     c.optim.decay = "cosine"
     c.optim.grad_clip = 1.0
     c.ema.decays = (0.999,)
+    # Post-hoc EMA off (ema.posthoc.std = ()): on, it would change every digits run's config
+    # and checkpoints (running studies could not resume); docs/training.md, "Post-hoc EMA".
     c.train.label_dropout = 0.1
     c.sampling.method = "ddim"
     c.sampling.steps = 50
@@ -61,4 +70,7 @@ def get_config(arg=None):
     c.sampling.num_grid = 100
     c.sampling.batch_size = 100
     c.eval.quality_num_samples = 500
-    return apply_variant(c, v, _tiny)
+    c = apply_variant(c, v, _tiny)
+    if "patch" in v:  # after apply_variant: `model=` clears the overrides
+        c.model.overrides = dict(c.model.overrides, patch_size=v["patch"])
+    return c

@@ -101,7 +101,10 @@ def base_config() -> ml_collections.ConfigDict:
              warmup_steps=0, decay="constant", grad_clip=1.0, grad_accum_steps=1)
     )  # fmt: skip
     # EMA warm-up: decay min(d, (1 + t) / (10 + t)) at update t, so short runs sample well.
-    c.ema = ml_collections.ConfigDict(dict(decays=(0.9999,), warmup=True))
+    # Post-hoc EMA (EDM2; docs/training.md): σ_rel of the power-function profiles tracked
+    # ((): off) and the interval of their snapshots in WORKDIR/ema_snapshots/.
+    posthoc = ml_collections.ConfigDict(dict(std=(), every=500))
+    c.ema = ml_collections.ConfigDict(dict(decays=(0.9999,), warmup=True, posthoc=posthoc))
     c.train = ml_collections.ConfigDict(
         dict(label_dropout=0.1, compute_dtype="float32", self_cond_rate=0.9)
     )

@@ -22,6 +22,7 @@ from jaxdiff.diffusion import NoiseSpec, make_noise_spec
 from jaxdiff.training import sharding
 from jaxdiff.training.config import build_model, noise_config
 from jaxdiff.training.optim import learning_rate_schedule, make_optimizer
+from jaxdiff.training.posthoc import std_to_gamma
 from jaxdiff.training.state import TrainState, create_train_state
 from jaxdiff.training.step import (
     bind_train_step,
@@ -93,8 +94,15 @@ def _init_state(config, model, spec: NoiseSpec, optimizer) -> TrainState:
         opt = weighting_optimizer(optimizer, u)
         weighting_state = {"params": u, "opt": opt.init(u)}
     return create_train_state(
-        params, optimizer, len(config.ema.decays), sampler_state, weighting_state
-    )
+        params, optimizer, len(config.ema.decays), sampler_state, weighting_state,
+        num_posthoc=len(posthoc_stds(config)),
+    )  # fmt: skip
+
+
+def posthoc_stds(config) -> tuple[float, ...]:
+    """``ema.posthoc.std``: the σ_rel of the tracked power-function EMA profiles (may be ())."""
+    posthoc = config.ema.get("posthoc")
+    return tuple(float(s) for s in (posthoc.get("std", ()) if posthoc else ()) or ())
 
 
 def _refresh_apart(exp: Experiment) -> dict:
@@ -164,6 +172,7 @@ def build_experiment(config, devices=None) -> Experiment:
         grad_accum=int(config.optim.grad_accum_steps),
         skip_nonfinite=config.on_nonfinite == "skip",
         ema_warmup=bool(config.ema.warmup),
+        posthoc_gammas=tuple(float(g) for g in std_to_gamma(posthoc_stds(config))),
     )
     return Experiment(
         config=config,

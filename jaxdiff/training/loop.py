@@ -45,6 +45,7 @@ from jaxdiff.training.outputs import (
 )
 from jaxdiff.training.sampler_report import SamplerDensityLog
 from jaxdiff.training.sharding import global_batch
+from jaxdiff.training.snapshots import SnapshotWriter, snapshot_due
 from jaxdiff.training.step import LAM_BIN_EDGES
 
 log = logging.getLogger(__name__)
@@ -250,12 +251,15 @@ def _train(exp: Experiment, ckpt: Checkpointer, workdir: str, stop_at_step) -> d
     logs.truncate_after(start, dropped_to=aside)
     end = int(c.total_steps if stop_at_step is None else min(stop_at_step, c.total_steps))
     run = _Run(exp, ckpt, logs, data_iter, workdir)
+    run.snapshots = SnapshotWriter.open(workdir, c, start, superseded)  # post-hoc EMA
     try:
         return run.loop(state, start, end, _window_from_json(window))
     finally:
         if run.bar is not None:
             run.bar.close()
         logs.close()
+        if run.snapshots is not None:
+            run.snapshots.close()
 
 
 class _Run:
@@ -272,6 +276,7 @@ class _Run:
         self.last_step = 0
         self.saved_step: int | None = None
         self.bar = None
+        self.snapshots: SnapshotWriter | None = None
         self.density = SamplerDensityLog(exp.spec, workdir)
         # Several simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count)
         # share the host's few threads: with steps queued ahead, the devices' collectives can
@@ -340,12 +345,15 @@ class _Run:
         evaluate = _eval_due(c, step)
         every = int(c.get("diagnose_every_steps", 0) or 0)
         diagnose = bool(every) and (step % every == 0 or step == c.total_steps)
-        if not (save or sample or evaluate or diagnose):
+        snapshot = self.snapshots is not None and snapshot_due(c, step)
+        if not (save or sample or evaluate or diagnose or snapshot):
             return
         self.flush()
         started = time.perf_counter()
         if window is not None:
             self.check(jax.device_get(window), step)
+        if snapshot:
+            self.snapshots.save(step, state)
         if save:
             self.ckpt.save(step, state, self.data_iter, self.cfg_json,
                            loop={"window": _window_to_json(window)})  # fmt: skip

@@ -42,6 +42,7 @@ RESUMABLE = (
     "sample_every_steps",
     "eval_every_steps",
     "diagnose_every_steps",
+    "ema.posthoc.every",
     "diagnostics.*",
     "stop_check_every_steps",
     "on_nonfinite",

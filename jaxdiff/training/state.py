@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
+from flax import serialization
 
 
 @flax.struct.dataclass
 class TrainState:
     """Everything a resumed run needs besides the data position.
 
-    ``ema`` is a tuple aligned with ``config.ema.decays``. ``sampler_state`` is a stateful
-    timestep sampler's (``{}`` otherwise); ``weighting_state`` holds a learned weighting's
-    parameters and their optimizer state (``{"params", "opt"}``, ``{}`` without one), trained
-    with the model. Randomness is not state: step keys are ``fold_in(key(seed), step)``, so
-    a resumed run draws what an uninterrupted one would.
+    ``ema`` is a tuple aligned with ``config.ema.decays``; ``posthoc`` one with
+    ``config.ema.posthoc.std`` (EDM2's power-function profiles, `jaxdiff.training.posthoc`;
+    empty when off, and then absent from checkpoints, which keep their earlier layout).
+    ``sampler_state`` is a stateful timestep sampler's (``{}`` otherwise); ``weighting_state``
+    holds a learned weighting's parameters and their optimizer state (``{"params", "opt"}``,
+    ``{}`` without one), trained with the model. Randomness is not state: step keys are
+    ``fold_in(key(seed), step)``, so a resumed run draws what an uninterrupted one would.
     """
 
     step: jax.Array
@@ -26,10 +30,36 @@ class TrainState:
     opt_state: Any
     sampler_state: Any
     weighting_state: Any
+    posthoc: tuple = ()
+
+
+def _state_dict(state: TrainState) -> dict:
+    """The state as a checkpoint's nested dict; without ``posthoc`` when there are no
+    profiles, so checkpoints from before post-hoc EMA existed restore unchanged."""
+    names = [f.name for f in dataclasses.fields(state)]
+    out = {n: serialization.to_state_dict(getattr(state, n)) for n in names}
+    if not state.posthoc:
+        del out["posthoc"]
+    return out
+
+
+def _from_state_dict(target: TrainState, saved: dict) -> TrainState:
+    saved = dict(saved)
+    if not target.posthoc:
+        saved.setdefault("posthoc", {})
+    names = [f.name for f in dataclasses.fields(target)]
+    if set(saved) != set(names):
+        raise ValueError(f"train state fields {sorted(saved)} != {sorted(names)}")
+    return target.replace(
+        **{n: serialization.from_state_dict(getattr(target, n), saved[n], name=n) for n in names}
+    )
+
+
+serialization.register_serialization_state(TrainState, _state_dict, _from_state_dict, override=True)
 
 
 def create_train_state(
-    params, optimizer, num_ema: int, sampler_state, weighting_state=None
+    params, optimizer, num_ema: int, sampler_state, weighting_state=None, num_posthoc: int = 0
 ) -> TrainState:
     """A fresh state (a pure function: jit it with ``out_shardings`` to place it)."""
     return TrainState(
@@ -39,6 +69,7 @@ def create_train_state(
         opt_state=optimizer.init(params),
         sampler_state=sampler_state,
         weighting_state={} if weighting_state is None else weighting_state,
+        posthoc=tuple(jax.tree_util.tree_map(jnp.copy, params) for _ in range(num_posthoc)),
     )
 
 

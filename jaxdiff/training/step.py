@@ -15,6 +15,7 @@ import optax
 
 from jaxdiff import noise
 from jaxdiff.diffusion import NoiseSpec, diffusion_loss
+from jaxdiff.training.posthoc import update_profiles
 from jaxdiff.training.sharding import batch_sharding, replicated
 from jaxdiff.training.state import TrainState, update_ema
 
@@ -154,6 +155,7 @@ def train_step(
     ema_warmup: bool = True,
     sampler_due: bool | None = None,
     sampler_context: bool = False,
+    posthoc_gammas: Sequence[float] = (),
 ) -> tuple[TrainState, dict] | tuple[TrainState, dict, dict]:
     """One optimisation step (pure). ``rng`` is the root key's data; the step key is
     ``fold_in(root, step)``, split into label-dropout, loss and sampler-update keys.
@@ -162,7 +164,8 @@ def train_step(
     step refreshes it (``step % update_every == 0``, a ``lax.cond``); True / False compiles
     the step with / without the refresh, for a caller that makes that choice on the host.
     ``sampler_context``: also return the sampler's update inputs (for ``refresh_sampler``;
-    all but x0, which is ``batch["image"]``)."""
+    all but x0, which is ``batch["image"]``). ``posthoc_gammas``: the exponents of the
+    power-function EMA profiles in ``state.posthoc`` (`jaxdiff.training.posthoc`)."""
     key = jax.random.fold_in(jax.random.wrap_key_data(rng), state.step)
     k_label, k_loss = jax.random.split(key)
     labels = batch["label"].astype(jnp.int32)
@@ -194,6 +197,7 @@ def train_step(
         opt_state=opt_state,
         sampler_state=sampler_state,
         weighting_state=_update_weighting(state.weighting_state, weighting_grads, optimizer),
+        posthoc=update_profiles(state.posthoc, params, posthoc_gammas, state.step + 1),
     )
     # Finite loss, gradient AND new state: an update can overflow the weights (a huge lr)
     # with a finite loss; such a state must never be kept or saved.
@@ -208,6 +212,7 @@ def train_step(
             weighting_state=jax.tree_util.tree_map(
                 keep, new.weighting_state, state.weighting_state
             ),
+            posthoc=jax.tree_util.tree_map(keep, new.posthoc, state.posthoc),
         )
     bin_sum, bin_count = _bin_stats(aux["loss_per_example"], aux["lam"], LAM_BIN_EDGES)
     metrics = {
@@ -230,7 +235,8 @@ def _all_finite(tree) -> jax.Array:
     """Whether every floating-point value of a pytree (a TrainState: params, EMA, optimizer,
     sampler and weighting state) is finite (one fused reduction)."""
     if isinstance(tree, TrainState):
-        tree = (tree.params, tree.ema, tree.opt_state, tree.sampler_state, tree.weighting_state)
+        tree = (tree.params, tree.ema, tree.opt_state, tree.sampler_state, tree.weighting_state,
+                tree.posthoc)  # fmt: skip
     leaves = jax.tree_util.tree_leaves(tree)
     flags = [jnp.all(jnp.isfinite(x)) for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)

@@ -22,6 +22,7 @@ from jaxdiff.errors import ConfigError
 from jaxdiff.sampling.validate import validate_sampling
 from jaxdiff.training.config import build_model, noise_config
 from jaxdiff.training.optim import DECAYS, OPTIMIZERS
+from jaxdiff.training.posthoc import MAX_STD
 from jaxdiff.training.sharding import resolve_mesh_shape
 
 ON_NONFINITE = ("halt", "skip")
@@ -161,9 +162,27 @@ def _optim_fields(c, total: int) -> None:
         if not isinstance(d, numbers.Real) or isinstance(d, bool) or not 0.0 <= d < 1.0:
             raise ConfigError("ema.decays", f"got {tuple(decays)}", "values in [0, 1)")
     _bool(c, "ema.warmup")
+    _posthoc_fields(c)
     _real(c, "train.label_dropout", 0.0, 1.0, hi_open=True)
     _real(c, "train.self_cond_rate", 0.0, 1.0)
     _choice(c, "train.compute_dtype", COMPUTE_DTYPES)
+
+
+def _posthoc_fields(c) -> None:
+    """``ema.posthoc.std``: distinct σ_rel in (0, 1/√12); ``ema.posthoc.every`` >= 1."""
+    posthoc = c.ema.get("posthoc")
+    if posthoc is None:
+        return
+    stds = posthoc.get("std", ())
+    allowed = f"a tuple of distinct values in (0, {MAX_STD:.4f}), () for off"
+    if not isinstance(stds, tuple | list):
+        raise ConfigError("ema.posthoc.std", f"got {stds!r}", allowed)
+    for s in stds:
+        if not isinstance(s, numbers.Real) or isinstance(s, bool) or not 0.0 < s < MAX_STD:
+            raise ConfigError("ema.posthoc.std", f"got {tuple(stds)}", allowed)
+    if len(set(stds)) != len(stds):
+        raise ConfigError("ema.posthoc.std", f"repeated values in {tuple(stds)}", allowed)
+    _int(c, "ema.posthoc.every", 1)
 
 
 _FIELD_PREFIX = re.compile(r"^((?:noise|diagnostics)\.[a-z_]+):? (.*)$", re.S)
