@@ -222,6 +222,12 @@ def run(fv) -> object:
     _check_workdir(fv.workdir)
     if jax.process_index() == 0:
         setup_logging(fv.workdir, fv.verbosity)  # third-party logs to WORKDIR/train.log
+    from jaxdiff import diagnostics
+
+    if fv.mode == "diagnose":
+        from jaxdiff.diagnostics.workdir import diagnose_workdir
+
+        return diagnose_workdir(fv.config, fv.workdir)
     from jaxdiff.training import runner
 
     return runner.run(
@@ -231,6 +237,7 @@ def run(fv) -> object:
         num_samples=fv.num_samples,
         fid_stats=fv.fid_stats,
         inception_weights=fv.inception_weights,
+        diagnose=diagnostics.training_hook,
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 from jaxdiff import diagnostics as dg
 from jaxdiff.data import load_digits
 from jaxdiff.diagnostics.workdir import diagnose_workdir
+from jaxdiff.errors import ConfigError
 from jaxdiff.training import generate, loop
 from jaxdiff.training.experiment import build_experiment
 
@@ -55,6 +56,7 @@ def _check_outputs(result, workdir, step):
     assert os.path.getsize(os.path.join(workdir, "diagnostics", f"step_{step}.png")) > 1000
 
 
+@pytest.mark.slow
 def test_trained_checkpoint_has_lower_elbo(tmp_path):
     config = _config(100)
     untrained_dir = str(tmp_path / "untrained")
@@ -93,6 +95,7 @@ def test_heldout_batch_is_a_fixed_test_subset():
     assert (null == c.data.num_classes).all()
 
 
+@pytest.mark.slow
 def test_training_diagnoses_every_n_steps_and_diagnose_mode(tmp_path, capsys):
     """diagnose_every_steps writes diagnostics/step_<N>.json during training with its ELBO in
     metrics.jsonl; --mode=diagnose diagnoses the newest checkpoint of the work dir."""
@@ -102,7 +105,11 @@ def test_training_diagnoses_every_n_steps_and_diagnose_mode(tmp_path, capsys):
     config = _config(4)
     config.diagnose_every_steps = 2
     config.diagnostics.update(SETTINGS)
-    loop.train(config, workdir)
+    # training never imports diagnostics: the periodic diagnosis is the caller's hook
+    with pytest.raises(ConfigError, match="diagnostics hook") as err:
+        loop.train(config, workdir)
+    assert err.value.field == "diagnose_every_steps"
+    loop.train(config, workdir, diagnose=dg.training_hook)
     for step in (2, 4):
         assert os.path.exists(os.path.join(workdir, "diagnostics", f"step_{step}.json"))
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]

@@ -8,7 +8,8 @@
 
 `diagnose(exp, params, workdir, step)` runs them all and writes
 WORKDIR/diagnostics/step_<N>.json / .png (and TensorBoard entries through a metric writer);
-`jaxdiff.diagnostics.workdir.diagnose_workdir(config, workdir)` is `--mode=diagnose`.
+`jaxdiff.diagnostics.workdir.diagnose_workdir(config, workdir)` is `--mode=diagnose`;
+`training_hook` is the periodic diagnosis `jaxdiff.main` hands to the training loop.
 Settings: the `config.diagnostics` section, defaults in `default_settings()`. See
 docs/diagnostics.md.
 """
@@ -29,8 +30,8 @@ from jaxdiff.diagnostics.elbo import (
 from jaxdiff.diagnostics.grad_variance import grad_covariance_trace, grad_var_per_lambda
 from jaxdiff.diagnostics.per_lambda import lambda_bin_edges, loss_per_lambda
 from jaxdiff.diagnostics.report import JSON_KEYS
-from jaxdiff.diagnostics.run import compute_diagnostics, diagnose, heldout_batch
-from jaxdiff.diagnostics.settings import default_settings, resolve_settings
+from jaxdiff.diagnostics.run import compute_diagnostics, diagnose, heldout_batch, training_hook
+from jaxdiff.training.diagnostics_settings import default_settings, resolve_settings
 
 __all__ = [
     "JSON_KEYS",
@@ -52,4 +53,5 @@ __all__ = [
     "prior_kl",
     "quantize_8bit",
     "resolve_settings",
+    "training_hook",
 ]

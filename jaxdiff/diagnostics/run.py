@@ -20,8 +20,9 @@ from jaxdiff.diagnostics.denoiser import Denoiser, network_denoiser
 from jaxdiff.diagnostics.elbo import estimate_elbo
 from jaxdiff.diagnostics.grad_variance import grad_var_per_lambda
 from jaxdiff.diagnostics.per_lambda import lambda_bin_edges, loss_per_lambda
-from jaxdiff.diagnostics.settings import resolve_settings
 from jaxdiff.diffusion import NoiseSpec
+from jaxdiff.training.diagnostics_settings import resolve_settings
+from jaxdiff.training.hooks import DiagnosisReport
 
 # Purposes: NumPy streams seeded by (settings.seed, purpose, ...), one per use.
 _SUBSET, _ELBO, _BINS, _GRADS, _LATENT = 0xD1A0, 0xD1A1, 0xD1A2, 0xD1A3, 0xD1A4
@@ -173,3 +174,14 @@ def diagnose(
         if writer is not None:
             report.write_tensorboard(writer, step, result, image)
     return result
+
+
+def training_hook(exp, params: Any, workdir: str, step: int) -> DiagnosisReport:
+    """The periodic diagnosis the training loop runs every ``diagnose_every_steps`` (a
+    ``jaxdiff.training.hooks.DiagnoseHook``): :func:`diagnose` (its JSON and PNG files),
+    reported as TensorBoard scalars, the per-λ figure and one console line."""
+    result = diagnose(exp, params, workdir, step)
+    scalars = report.tensorboard_scalars(result)
+    image = report.figure_image(result, exp.spec)
+    text = f"elbo {scalars['diagnostics/elbo_bpd']:.4g} bits/dim"
+    return DiagnosisReport(scalars, {"diagnostics/per_lambda": image}, text)

@@ -23,8 +23,8 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from jaxdiff import models, noise
-from jaxdiff.diagnostics.settings import default_settings
 from jaxdiff.errors import ConfigError
+from jaxdiff.training.diagnostics_settings import default_settings
 
 # Typed placeholders of every registered schedule's, weighting's, timestep sampler's and
 # learned weighting's parameters (tests/test_configs.py checks that none is missing).

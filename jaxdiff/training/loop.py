@@ -25,13 +25,12 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxdiff import data as data_lib
-from jaxdiff import diagnostics
-from jaxdiff.diagnostics import report
-from jaxdiff.errors import RunError
+from jaxdiff.errors import ConfigError, RunError
 from jaxdiff.training import generate, resume, tensorboard
 from jaxdiff.training import workdir as workdir_lib
 from jaxdiff.training.checkpoint import Checkpointer, abstract_with_shardings, warn
 from jaxdiff.training.experiment import Experiment, build_experiment
+from jaxdiff.training.hooks import DiagnoseHook
 from jaxdiff.training.outputs import (
     InferenceState,
     evaluate_digits,
@@ -193,12 +192,29 @@ def _save_config(config, workdir: str):
         os.replace(tmp, os.path.join(workdir, "config.json"))
 
 
-def train(config, workdir: str, *, stop_at_step: int | None = None, devices=None) -> dict:
+def train(
+    config,
+    workdir: str,
+    *,
+    stop_at_step: int | None = None,
+    devices=None,
+    diagnose: DiagnoseHook | None = None,
+) -> dict:
     """Trains (resuming from ``workdir``) until ``total_steps`` (or ``stop_at_step``).
 
-    Holds the work dir's lock for the whole run. Returns a summary dict with the final step,
-    the last logged metrics, file locations and ``stopped`` (the signal, if one stopped it).
+    ``diagnose``: the periodic noise-level diagnosis (``diagnose_every_steps``), given by the
+    caller because diagnostics sit above training (``jaxdiff.diagnostics.training_hook``;
+    ``jaxdiff.main`` passes it). Holds the work dir's lock for the whole run. Returns a summary
+    dict with the final step, the last logged metrics, file locations and ``stopped`` (the
+    signal, if one stopped it).
     """
+    if int(config.get("diagnose_every_steps", 0) or 0) and diagnose is None:
+        raise ConfigError(
+            "diagnose_every_steps",
+            "set, but this training call has no diagnostics hook",
+            "0, or train through python -m jaxdiff.main (or pass "
+            "loop.train(..., diagnose=jaxdiff.diagnostics.training_hook))",
+        )
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     with workdir_lib.WorkdirLock(workdir, jax.process_index()):
@@ -210,7 +226,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None, devices=None
             async_save=True,
         )
         try:
-            summary = _train(exp, ckpt, workdir, stop_at_step)
+            summary = _train(exp, ckpt, workdir, stop_at_step, diagnose)
         except BaseException:
             with contextlib.suppress(Exception):  # the first error is the one to report
                 ckpt.close()
@@ -242,7 +258,7 @@ def _start(exp: Experiment, ckpt: Checkpointer, workdir: str):
     return state, 0, make_iter(), None, []
 
 
-def _train(exp: Experiment, ckpt: Checkpointer, workdir: str, stop_at_step) -> dict:
+def _train(exp: Experiment, ckpt: Checkpointer, workdir: str, stop_at_step, diagnose) -> dict:
     c = exp.config
     state, start, data_iter, window, superseded = _start(exp, ckpt, workdir)
     _save_config(c, workdir)
@@ -251,6 +267,7 @@ def _train(exp: Experiment, ckpt: Checkpointer, workdir: str, stop_at_step) -> d
     logs.truncate_after(start, dropped_to=aside)
     end = int(c.total_steps if stop_at_step is None else min(stop_at_step, c.total_steps))
     run = _Run(exp, ckpt, logs, data_iter, workdir)
+    run.diagnose_hook = diagnose
     run.snapshots = SnapshotWriter.open(workdir, c, start, superseded)  # post-hoc EMA
     try:
         return run.loop(state, start, end, _window_from_json(window))
@@ -277,6 +294,7 @@ class _Run:
         self.saved_step: int | None = None
         self.bar = None
         self.snapshots: SnapshotWriter | None = None
+        self.diagnose_hook: DiagnoseHook | None = None
         self.density = SamplerDensityLog(exp.spec, workdir)
         # Several simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count)
         # share the host's few threads: with steps queued ahead, the devices' collectives can
@@ -424,17 +442,16 @@ class _Run:
             _console(self.bar, f"step {step} eval: {text}")
 
     def diagnose(self, state, step: int) -> None:
-        """Noise-level diagnostics (``jaxdiff.diagnostics``) of the sampling weights:
-        diagnostics/step_<N>.json and .png, their scalars in metrics.jsonl and TensorBoard."""
+        """Noise-level diagnostics of the sampling weights through the caller's hook
+        (``jaxdiff.diagnostics.training_hook``: diagnostics/step_<N>.json and .png); its
+        scalars go to metrics.jsonl and TensorBoard, its images to TensorBoard."""
         params = generate.sampling_params(state, self.exp.config)
-        result = diagnostics.diagnose(self.exp, params, self.workdir, step)
+        report = self.diagnose_hook(self.exp, params, self.workdir, step)
         if jax.process_index() == 0:
-            scalars = report.tensorboard_scalars(result)
-            self.logs.write(step, scalars)
-            self.logs.write_image(step, "diagnostics/per_lambda",
-                                  report.figure_image(result, self.exp.spec))  # fmt: skip
-            text = f"elbo {scalars['diagnostics/elbo_bpd']:.4g} bits/dim"
-            _console(self.bar, f"step {step} diagnostics: {text}")
+            self.logs.write(step, report.scalars)
+            for name, image in report.images.items():
+                self.logs.write_image(step, name, image)
+            _console(self.bar, f"step {step} diagnostics: {report.text}")
 
 
 def _console(bar, text: str) -> None:

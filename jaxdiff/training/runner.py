@@ -1,4 +1,5 @@
-"""What ``jaxdiff.main`` runs for each mode: train, sample, evaluate, diagnose."""
+"""What ``jaxdiff.main`` runs for the modes of training: train, sample, evaluate (diagnose
+belongs to ``jaxdiff.diagnostics``, above training)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import jax
 import numpy as np
 
-from jaxdiff.diagnostics.workdir import diagnose_workdir
 from jaxdiff.errors import ConfigError
 from jaxdiff.evaluation import fid
 from jaxdiff.evaluation.precision_recall import precision_recall
@@ -24,18 +24,18 @@ def run(
     num_samples=None,
     fid_stats=None,
     inception_weights=None,
+    diagnose=None,
 ):
+    """Runs ``mode``; ``diagnose`` is the training loop's periodic-diagnosis hook."""
     if mode == "train":
-        summary = loop.train(config, workdir)
+        summary = loop.train(config, workdir, diagnose=diagnose)
         _print_locations(summary["workdir"], summary)
         return summary
     if mode == "sample":
         return sample(config, workdir, num_samples or int(config.sampling.num_grid))
     if mode == "evaluate":
         return evaluate(config, workdir, num_samples, fid_stats, inception_weights)
-    if mode == "diagnose":
-        return diagnose_workdir(config, workdir)
-    raise ConfigError("--mode", f"unknown {mode!r}", "train, sample, evaluate, diagnose")
+    raise ConfigError("--mode", f"unknown {mode!r}", "train, sample, evaluate")
 
 
 def _print_locations(workdir: str, summary: dict | None = None):

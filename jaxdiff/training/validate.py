@@ -16,11 +16,11 @@ import re
 
 from jaxdiff.data import digits as digits_lib
 from jaxdiff.data import photo_crops
-from jaxdiff.diagnostics.settings import resolve_settings
 from jaxdiff.diffusion import make_noise_spec
 from jaxdiff.errors import ConfigError
 from jaxdiff.sampling.validate import validate_sampling
 from jaxdiff.training.config import build_model, noise_config
+from jaxdiff.training.diagnostics_settings import resolve_settings
 from jaxdiff.training.optim import DECAYS, OPTIMIZERS
 from jaxdiff.training.posthoc import MAX_STD
 from jaxdiff.training.sharding import resolve_mesh_shape

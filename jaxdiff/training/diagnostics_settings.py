@@ -1,5 +1,8 @@
 """The `config.diagnostics` section: its fields, defaults (here and nowhere else) and checks.
 
+It lives with the training config (the base config holds it; training validates it) so that
+training never imports `jaxdiff.diagnostics`, which sits above it (docs/architecture.md).
+
 `default_settings()` is the section the base config holds; `resolve_settings(value)` merges a
 ConfigDict / dict (or None) onto it and validates every field, raising ValueError naming the
 field (`diagnostics.<field>`) and its allowed values.
