@@ -14,8 +14,10 @@ export VIRTUAL_ENV="$PWD/.venv"
 $UV pip install -q -r requirements.txt
 $UV pip install -q --no-deps -e .
 if [ "${1:-}" = "--test" ]; then
-  # Wheels kept on local disk (if the machine has them) avoid a multi-GB download.
+  # Extra wheel directories on local disk avoid a multi-GB download: JAXDIFF_WHEEL_DIRS
+  # (colon-separated; directories that do not exist are ignored).
   links=()
-  for d in /opt/pypi-more/files /opt/wheels; do [ -d "$d" ] && links+=(--find-links "$d"); done
+  IFS=: read -r -a dirs <<< "${JAXDIFF_WHEEL_DIRS:-}"
+  for d in "${dirs[@]}"; do [ -n "$d" ] && [ -d "$d" ] && links+=(--find-links "$d"); done
   $UV pip install -q "${links[@]}" -r requirements-torch.txt
 fi
