@@ -1,9 +1,10 @@
 """TensorBoard event files without TensorFlow.
 
-A training process writes its TensorBoard scalars and images here: `Event` protos (from the
-`tensorboard` package) in TFRecord framing, the file format TensorBoard reads. Going through
-TensorFlow instead (clu's metric writers) costs every `jaxdiff.main` process about 7 s of
-imports on a 2-core CPU before anything runs, and TensorFlow's console notices.
+A training process writes its TensorBoard scalars and images here: `Event` protos framed as
+TFRecords by tensorboard's own `RecordWriter` (the `tensorboard` package, without importing
+TensorFlow), the file format TensorBoard reads. Going through TensorFlow instead (clu's metric
+writers) costs every `jaxdiff.main` process about 7 s of imports on a 2-core CPU before anything
+runs, and TensorFlow's console notices.
 
 `SummaryWriter` has the methods of clu's metric writers that the project uses
 (`write_scalars`, `write_images`, `flush`, `close`), so a clu writer can stand in for it
@@ -16,53 +17,13 @@ import io
 import itertools
 import os
 import socket
-import struct
 import threading
 import time
 
 import jax
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2
-
-
-def _crc32c_table() -> list[int]:
-    poly = 0x82F63B78  # CRC-32C (Castagnoli), reflected
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ poly if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C of ``data`` (the checksum TFRecord framing uses)."""
-    crc = 0xFFFFFFFF
-    table = _TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC: rotate right by 15 bits, add 0xa282ead8 (mod 2³²)."""
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord(data: bytes) -> bytes:
-    """One TFRecord: length (uint64 LE), its masked CRC, the data, the data's masked CRC."""
-    length = struct.pack("<Q", len(data))
-    return (
-        length
-        + struct.pack("<I", masked_crc32c(length))
-        + data
-        + struct.pack("<I", masked_crc32c(data))
-    )
+from tensorboard.summary.writer.record_writer import RecordWriter
 
 
 def png(image: np.ndarray) -> bytes:
@@ -94,15 +55,16 @@ class SummaryWriter:
         self.path = os.path.join(logdir, name)
         self._lock = threading.Lock()
         self._file = open(self.path, "ab")  # noqa: SIM115 (closed by close())
+        self._records = RecordWriter(self._file)
         self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
         self.flush()
 
     def _write(self, event: event_pb2.Event) -> None:
-        record = tfrecord(event.SerializeToString())
+        data = event.SerializeToString()
         with self._lock:
             if self._file is None:
                 raise ValueError(f"{self.path} is closed")
-            self._file.write(record)
+            self._records.write(data)
 
     def _summary(self, step: int, values: list) -> None:
         summary = summary_pb2.Summary(value=values)
