@@ -110,6 +110,13 @@ def _is_environmental(exc: BaseException) -> bool:
 # --- the checkpointer ---------------------------------------------------------------------
 
 
+def _unfinished_writes(directory: str) -> list[str]:
+    """Names of the temporary directories of unfinished Orbax writes in ``directory``."""
+    if "://" in directory or not os.path.isdir(directory):
+        return []
+    return sorted(n for n in os.listdir(directory) if ".orbax-checkpoint-tmp" in n)
+
+
 class Checkpointer:
     """``ocp.CheckpointManager`` with fingerprints, verified restores and one-line errors.
 
@@ -134,12 +141,16 @@ class Checkpointer:
         directory = os.path.abspath(directory) if "://" not in directory else directory
         self.directory = directory
         self.read_only = read_only
+        # A writer (one per work dir, under its lock) lets Orbax remove the unfinished writes a
+        # killed run left; their names are kept for the run's console warning.
+        self.removed_temps = [] if read_only else _unfinished_writes(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             keep_period=keep_period or None,
             create=not read_only,
             read_only=read_only,
             enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=not read_only,
         )
         self.manager = ocp.CheckpointManager(directory, options=options)
         self._pending: int | None = None  # step of a save that may still be writing

@@ -238,12 +238,9 @@ def train(
 def _start(exp: Experiment, ckpt: Checkpointer, workdir: str):
     """(state, start step, data iterator, saved logging window, superseded steps)."""
     c = exp.config
-    if jax.process_index() == 0:
-        removed = workdir_lib.remove_stale_temps(ckpt.directory)
-        if removed:
-            warn(f"removed unfinished checkpoint writes of a killed run: {', '.join(removed)}")
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("jaxdiff_stale_temps_removed")
+    if jax.process_index() == 0 and ckpt.removed_temps:
+        removed = ", ".join(ckpt.removed_temps)
+        warn(f"removed unfinished checkpoint writes of a killed run: {removed}")
     abstract = abstract_with_shardings(exp.abstract_state, exp.state_shardings)
     make_iter = lambda: data_lib.make_iterator(c.data, split="train", seed=c.seed)  # noqa: E731
     restored = resume.restore_for_training(ckpt, c, abstract, make_iter)

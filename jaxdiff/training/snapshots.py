@@ -24,7 +24,6 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from jaxdiff.errors import ConfigError
-from jaxdiff.training import workdir as workdir_lib
 from jaxdiff.training.checkpoint import Checkpointer, CorruptCheckpoint, warn
 from jaxdiff.training.experiment import posthoc_stds
 from jaxdiff.training.posthoc import std_to_gamma
@@ -51,11 +50,10 @@ class SnapshotWriter:
         self.stds = posthoc_stds(config)
         self.gammas = [float(g) for g in std_to_gamma(self.stds)]
         directory = snapshot_dir(workdir)
-        if jax.process_index() == 0:
-            removed = workdir_lib.remove_stale_temps(directory)
-            if removed:
-                warn(f"removed unfinished EMA snapshot writes of a killed run: {removed}")
         self.ckpt = Checkpointer(directory, max_to_keep=None, async_save=True)
+        if jax.process_index() == 0 and self.ckpt.removed_temps:
+            removed = ", ".join(self.ckpt.removed_temps)
+            warn(f"removed unfinished EMA snapshot writes of a killed run: {removed}")
         self.existing = set(self.ckpt.all_steps())
 
     @classmethod

@@ -8,8 +8,8 @@
   step atomically (temporary file + rename), so a resumed run's log equals an uninterrupted one.
 - :func:`setup_logging`: third-party logs (Orbax, absl, JAX, TensorFlow's native notices)
   go to ``WORKDIR/train.log``; the console keeps the progress bar and jaxdiff's own lines.
-- :func:`remove_stale_temps`: removes ``*.orbax-checkpoint-tmp*`` directories left by
-  interrupted saves (they are never a finished checkpoint).
+Unfinished checkpoint writes a killed run left (``*.orbax-checkpoint-tmp*``) are removed by
+Orbax itself when the run's writer opens its checkpoint directory (``Checkpointer``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import socket
 
 import numpy as np
@@ -32,7 +31,6 @@ from jaxdiff.training.tensorboard import SummaryWriter
 log = logging.getLogger(__name__)
 
 LOG_FILE = "train.log"
-TMP_MARK = ".orbax-checkpoint-tmp"
 
 
 # --- lock ---------------------------------------------------------------------------------
@@ -74,19 +72,6 @@ class WorkdirLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
-
-
-def remove_stale_temps(checkpoint_dir: str) -> list[str]:
-    """Deletes unfinished ``<step>.orbax-checkpoint-tmp*`` dirs (call under the lock)."""
-    if not os.path.isdir(checkpoint_dir):
-        return []
-    removed = []
-    for name in sorted(os.listdir(checkpoint_dir)):
-        path = os.path.join(checkpoint_dir, name)
-        if TMP_MARK in name and os.path.isdir(path):
-            shutil.rmtree(path)
-            removed.append(name)
-    return removed
 
 
 # --- metrics ------------------------------------------------------------------------------
