@@ -9,10 +9,13 @@ DECAYS = ("constant", "cosine", "linear")
 
 
 def learning_rate_schedule(optim_config, total_steps: int) -> optax.Schedule:
-    """Linear warm-up over ``optim.warmup_steps`` then ``optim.decay`` to 0 at ``total_steps``."""
+    """Linear warm-up over ``optim.warmup_steps`` then ``optim.decay`` to 0 at ``total_steps``.
+
+    ``optim_config`` is the config's ``optim`` section, every field present (its defaults live
+    in ``training.config.base_config`` only; a missing field is an error, not a fallback)."""
     lr = float(optim_config.lr)
-    warmup = int(optim_config.get("warmup_steps", 0))
-    decay = optim_config.get("decay", "constant")
+    warmup = int(optim_config.warmup_steps)
+    decay = optim_config.decay
     if decay not in DECAYS:
         raise ValueError(f"optim.decay: unknown {decay!r}; known: {list(DECAYS)}")
     decay_steps = max(int(total_steps) - warmup, 1)
@@ -33,18 +36,12 @@ def make_optimizer(optim_config, total_steps: int) -> optax.GradientTransformati
     if name not in OPTIMIZERS:
         raise ValueError(f"optim.name: unknown {name!r}; known: {list(OPTIMIZERS)}")
     schedule = learning_rate_schedule(optim_config, total_steps)
-    b1 = float(optim_config.get("b1", 0.9))
-    b2 = float(optim_config.get("b2", 0.999))
-    wd = float(optim_config.get("weight_decay", 0.0))
-    if name == "adamw":
-        opt = optax.adamw(
-            schedule, b1=b1, b2=b2, eps=float(optim_config.get("eps", 1e-8)), weight_decay=wd
-        )
-    else:
-        opt = optax.lamb(
-            schedule, b1=b1, b2=b2, eps=float(optim_config.get("eps", 1e-6)), weight_decay=wd
-        )
-    clip = optim_config.get("grad_clip", 0.0)
+    # every field comes from the config (defaults: training.config.base_config, nowhere else)
+    b1, b2 = float(optim_config.b1), float(optim_config.b2)
+    eps, wd = float(optim_config.eps), float(optim_config.weight_decay)
+    make = optax.adamw if name == "adamw" else optax.lamb
+    opt = make(schedule, b1=b1, b2=b2, eps=eps, weight_decay=wd)
+    clip = optim_config.grad_clip
     if clip and clip > 0:
         opt = optax.chain(optax.clip_by_global_norm(float(clip)), opt)
     return opt
