@@ -240,9 +240,8 @@ def test_cpu_jobs_validate_and_carry_the_protocol(tmp_path):
         configs.update({(study.name, c.name): jobcheck.job_config(j)
                         for c, j in zip(grid.cells, jobs, strict=True)})  # fmt: skip
     for (name, _), c in configs.items():
-        if name == "chen_input_scaling":
-            continue  # its recipe is set with its grid (photo_crops or digits)
-        assert (c.total_steps, c.eval_every_steps, c.checkpoint_every_steps) == (1000, 250, 250)
+        steps = 2000 if name == "chen_input_scaling" else 1000
+        assert (c.total_steps, c.eval_every_steps, c.checkpoint_every_steps) == (steps, 250, 250)
         assert (c.optim.name, c.optim.lr, c.optim.warmup_steps, c.optim.decay) == (
             "adamw", 3e-3, 100, "cosine")  # fmt: skip
         assert (c.data.batch_size, c.eval.quality_num_samples, c.keep_checkpoints) == (64, 500, 1)
@@ -254,3 +253,7 @@ def test_cpu_jobs_validate_and_carry_the_protocol(tmp_path):
     assert (a.timesteps, a.timesteps_params.version) == ("adaptive", "discrete")
     h = configs[("hang_schedules", "row=laplace_by_weight")].noise
     assert (h.schedule, h.timesteps, h.target) == ("laplace", "importance", "v")
+    ch = configs[("chen_input_scaling", "size=32,b=0.35,schedule=linear")]
+    assert (ch.data.name, ch.data.image_size, ch.model.overrides.patch_size) == ("digits", 32, 8)
+    n = ch.noise
+    assert (n.schedule, n.input_scale, n.normalize_input, n.target) == ("linear", 0.35, True, "v")
