@@ -1,6 +1,6 @@
 """Cost of the adaptive timestep sampler (Kim et al. 2024) per train step (not a test).
 
-    python benchmarks/adaptive.py [--setups digits,dit] [--repeats 5] [--cycles 2]
+    python benchmarks/adaptive.py [--setups digits,dit,tiny] [--repeats 5] [--cycles 2] [--smoke]
 
 The sampler (``noise.timesteps="adaptive"``) draws u from its policy in every step (a
 conv net forward pass over the batch) and refreshes the policy every f_S = ``update_every``
@@ -76,6 +76,8 @@ DEFAULT = ",".join(VARIANTS)
 def _setup_config(setup: str):
     if setup == "digits":
         return digits.get_config()
+    if setup == "tiny":  # (--smoke)
+        return digits.get_config("tiny")
     c = digits.get_config("size=32,model=DiT-S/2")  # on 32×32×4 latents (batches made here)
     c.data.name, c.data.kind, c.data.channels, c.data.batch_size = "latents", "latent", 4, 16
     return c
@@ -87,6 +89,8 @@ def _config(setup: str, variant: str):
     c.noise.timesteps = timesteps
     if version is not None:
         c.noise.timesteps_params.version = version
+        if setup == "tiny":
+            c.noise.timesteps_params.update_every = 4  # a short f_S cycle
     return c
 
 
@@ -292,8 +296,8 @@ PARTS_HEADER = ["setup", "version", "K + B·#S inputs", "uniform step ms", "draw
                 "refresh / f_S / uniform step"]  # fmt: skip
 
 
-def main():
-    from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS
+def main(argv=None):
+    from jaxdiff.platform import FAST_CPU_XLA_FLAGS
 
     # The same XLA:CPU flags `python -m jaxdiff.main` sets (before the backend starts).
     os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
@@ -305,12 +309,21 @@ def main():
     )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--cycles", type=int, default=2, help="whole f_S cycles (digits only)")
-    args = p.parse_args()
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the tiny digits config, uniform against the adaptive sampler's cond and separate "
+        "refreshes, once; RESULTS.md untouched (the test suite's check that this script runs)",
+    )
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.setups, args.repeats, args.cycles = "tiny", 1, 1
+        args.variants = "uniform,continuous cond,continuous separate"
     rows, parts = [], []
     load = [os.getloadavg()[0]]
     for setup in args.setups.split(","):
-        variants = (args.variants if setup == "digits" else args.dit_variants).split(",")
-        cycles = args.cycles if setup == "digits" else 0
+        variants = (args.dit_variants if setup == "dit" else args.variants).split(",")
+        cycles = 0 if setup == "dit" else args.cycles
         r, pt = measure(setup, variants, args.repeats, cycles)
         rows += r
         parts += pt
@@ -318,6 +331,8 @@ def main():
         print(markdown_table(HEADER, r), flush=True)
     table = markdown_table(HEADER, rows) + "\n\n" + markdown_table(PARTS_HEADER, parts)
     print(table)
+    if args.smoke:
+        return
     append_results(
         "Adaptive timestep sampler: cost per step over an f_S cycle",
         table,

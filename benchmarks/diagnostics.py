@@ -1,7 +1,7 @@
 """Time `jaxdiff.diagnostics` on DiT-S/2 with 256 held-out examples (not a test).
 
     python benchmarks/diagnostics.py [--cases digits16,latent32] [--examples 256]
-                                     [--warm digits16] [--no-append]
+                                     [--warm digits16] [--no-append] [--smoke]
 
 Cases. "digits16": configs/digits.py:model=DiT-S/2 (16×16×1 digits of the test split, 64
 tokens, 8-bit decoder). "latent32": DiT-S/2 on 32×32×4 inputs (256 tokens, Gaussian decoder;
@@ -22,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS  # noqa: E402
+from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402
 
 # The XLA:CPU flags `python -m jaxdiff.main` sets, before the backend starts.
 os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
@@ -41,13 +41,15 @@ from jaxdiff.training.experiment import build_experiment  # noqa: E402
 
 def _case(name: str, examples: int):
     """(experiment, params, images, labels, decoder) of a benchmark case."""
-    c = digits.get_config("model=DiT-S/2")
+    c = digits.get_config("tiny" if name == "tiny" else "model=DiT-S/2")
     c.diagnostics = dg.default_settings()
     c.diagnostics.num_examples = examples
     if name == "latent32":
         c.data.image_size, c.data.channels, c.data.kind = 32, 4, "latent"
+    elif name == "tiny":  # (--smoke) the tiny DiT on 8×8 digits, few λ and bins
+        c.diagnostics.update(elbo_samples=2, num_bins=4, loss_examples=4, grad_var_examples=2)
     elif name != "digits16":
-        raise ValueError(f"--cases: unknown {name!r}; known: ['digits16', 'latent32']")
+        raise ValueError(f"--cases: unknown {name!r}; known: ['digits16', 'latent32', 'tiny']")
     exp = build_experiment(c, devices=jax.devices()[:1])
     params = generate.sampling_params(exp.init_state(), c)
     settings = dg.resolve_settings(c.diagnostics)
@@ -114,13 +116,21 @@ def run_case(name: str, examples: int, warm: bool) -> list[list]:
     return rows
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="digits16,latent32")
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--warm", default="digits16", help="cases timed a second time")
     parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="--cases tiny --examples 8 --warm tiny --no-append (the test suite's check that "
+        "this script runs)",
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.cases, args.examples, args.warm, args.no_append = "tiny", 8, "tiny", True
     rows = []
     for name in args.cases.split(","):
         rows += run_case(name, args.examples, name in args.warm.split(","))

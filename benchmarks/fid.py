@@ -1,6 +1,6 @@
 """Images/s of FID Inception feature extraction: the JAX port vs pytorch-fid (not a test).
 
-    python benchmarks/fid.py [--batch 8] [--size 256] [--repeats 3]
+    python benchmarks/fid.py [--batch 8] [--size 256] [--repeats 3] [--smoke]
 
 Both networks get the same random weights (pytorch-fid's FID Inception built without a
 download, its state dict converted by `jaxdiff.evaluation.inception_convert`) and the same
@@ -52,12 +52,20 @@ def _time(fn, repeats: int) -> tuple[float, float]:
     return first, float(np.median(times))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one 32² image, one timed call each; RESULTS.md untouched (the test suite's "
+        "check that this script runs)",
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.batch, args.size, args.repeats = 1, 32, 1
 
     model, state_dict = _pytorch_fid_model()
     extractor = fid.InceptionFeatures(params=inception_convert.convert_state_dict(state_dict))
@@ -91,6 +99,8 @@ def main() -> None:
     print(machine())
     print(table)
     print(notes)
+    if args.smoke:
+        return
     append_results("FID Inception feature extraction: JAX port vs pytorch-fid", table, notes)
 
 

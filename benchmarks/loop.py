@@ -1,6 +1,6 @@
 """Steps/s of the real training loop against the bare jitted train step (not a test).
 
-    python benchmarks/loop.py [--setups digits,dit] [--repeats 2]
+    python benchmarks/loop.py [--setups digits,dit,tiny] [--repeats 2] [--smoke]
 
 The real loop is ``jaxdiff.training.loop.train``: data loading, the device-side logging
 window and its deferred fetch, a metrics row every ``log_every_steps``, asynchronous
@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import append_results, markdown_table  # noqa: E402
 from configs import digits  # noqa: E402
 from jaxdiff import data as data_lib  # noqa: E402
-from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS  # noqa: E402
+from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402
 from jaxdiff.training import experiment, loop, sharding  # noqa: E402
 
 
@@ -59,7 +59,14 @@ def _dit_config():
     return c, (10, 40), 40
 
 
-SETUPS = {"digits": _digits_config, "dit": _dit_config}
+def _tiny_config():
+    c = digits.get_config("tiny")
+    c.sample_every_steps = c.eval_every_steps = 0
+    c.log_every_steps, c.checkpoint_every_steps = 2, 4
+    return c, (2, 6), 6
+
+
+SETUPS = {"digits": _digits_config, "dit": _dit_config, "tiny": _tiny_config}
 
 
 def bare_steps_per_s(config, steps: int) -> float:
@@ -115,7 +122,7 @@ def compile_once(config) -> None:
         loop.train(c, wd, stop_at_step=2)
 
 
-def main():
+def main(argv=None):
     # The same XLA:CPU flags `python -m jaxdiff.main` sets (before the backend starts).
     os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
     jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="jaxdiff-bench-"))
@@ -123,7 +130,15 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--setups", default="digits,dit")
     p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args()
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the tiny digits config once (--setups tiny --repeats 1); RESULTS.md untouched "
+        "(the test suite's check that this script runs)",
+    )
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.setups, args.repeats = "tiny", 1
     rows, all_runs = [], []
     for name in args.setups.split(","):
         config, window, total = SETUPS[name]()
@@ -144,6 +159,8 @@ def main():
                      max(real) / max(bare)])  # fmt: skip
     table = markdown_table(HEADER, rows)
     print(table)
+    if args.smoke:
+        return
     runs = "; ".join(
         f"{name}: bare {', '.join(f'{x:.3g}' for x in b)} / loop {', '.join(f'{x:.3g}' for x in r)}"
         for name, b, r in all_runs

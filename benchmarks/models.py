@@ -8,7 +8,7 @@ framework) so that load from other processes hits both alike, while a step never
 follows the other framework's (that cost JAX 20% here: PyTorch's threads and allocator
 disturb the next step); the median step time is reported (compilation excluded).
 
-    python benchmarks/models.py [--iters 3] [--models DiT-S/2,DiT-B/2] [--plain-dense]
+    python benchmarks/models.py [--iters 3] [--models DiT-S/2,DiT-B/2] [--plain-dense] [--smoke]
 
 The table is printed and appended to benchmarks/RESULTS.md with a machine description.
 The XLA:CPU flags of `jaxdiff.models.layers.FAST_CPU_XLA_FLAGS` are set unless --no-xla-flags.
@@ -31,7 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from benchmarks.common import machine  # noqa: E402
 from jaxdiff.models import get_model  # noqa: E402
-from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS  # noqa: E402
+from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402
 
 # (label, registry name, overrides, batch)
 CASES = [
@@ -40,6 +40,13 @@ CASES = [
     ("RIN-cifar10-tiny", "RIN-cifar10-tiny", {}, 32),
     ("RIN-imagenet64", "RIN-imagenet64", {}, 8),
 ]
+# --smoke: one small DiT (with its PyTorch twin) and one small RIN, batch 2
+SMOKE_CASES = [
+    ("DiT-tiny/2", "DiT-tiny/2", dict(image_size=8), 2),
+    ("RIN-cifar10-tiny (1 block)", "RIN-cifar10-tiny",
+     dict(image_size=8, num_blocks=1, block_depth=1, num_latents=4, latent_dim=16,
+          interface_dim=8, latent_heads=2, rw_heads=2), 2),
+]  # fmt: skip
 
 
 def parse_args(argv=None):
@@ -49,7 +56,16 @@ def parse_args(argv=None):
     p.add_argument("--plain-dense", action="store_true", help="also time fast_dense=False")
     p.add_argument("--no-xla-flags", action="store_true")
     p.add_argument("--results", default=str(pathlib.Path(__file__).with_name("RESULTS.md")))
-    return p.parse_args(argv)
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="SMOKE_CASES, one timed step each, plain dense too; RESULTS.md untouched (the "
+        "test suite's check that this script runs)",
+    )
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.iters, args.plain_dense = 1, True
+    return args
 
 
 def jax_step_fn(model, batch: int, seed: int = 0):
@@ -124,8 +140,8 @@ def time_interleaved(steps: dict, iters: int, rounds: int = 2) -> dict:
 def run(args) -> str:
     wanted = args.models.split(",")
     rows = []
-    for label, name, overrides, batch in CASES:
-        if label not in wanted:
+    for label, name, overrides, batch in SMOKE_CASES if args.smoke else CASES:
+        if label not in wanted and not args.smoke:
             continue
         model = get_model(name, **overrides)
         steps = {"jax": jax_step_fn(model, batch)}
@@ -172,6 +188,8 @@ def main(argv=None):
     torch.set_num_threads(os.cpu_count() or 1)
     report = run(args)
     print(report)
+    if args.smoke:
+        return
     with open(args.results, "a") as f:
         f.write(report)
 

@@ -31,7 +31,7 @@ except ImportError:
     pass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS  # noqa: E402
+from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402
 
 # The XLA:CPU flags `python -m jaxdiff.main` sets, before the backend starts.
 os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()

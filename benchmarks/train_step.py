@@ -1,6 +1,7 @@
 """Train-step throughput of DiT-S/2 and DiT-B/2 at 32×32×4 (not a test).
 
     python benchmarks/train_step.py [--models DiT-S/2,DiT-B/2] [--batch 32] [--steps 5] [--no-torch]
+                                    [--smoke]
 
 For each model: images/s of jaxdiff's full jitted train step (noise sampling, forward,
 backward, AdamW, EMA) and its achieved FLOP/s (XLA's cost analysis of the compiled step),
@@ -29,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import append_results, markdown_table  # noqa: E402
-from jaxdiff.models.layers import FAST_CPU_XLA_FLAGS  # noqa: E402
+from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402
 from jaxdiff.training import experiment, sharding  # noqa: E402
 from jaxdiff.training.config import base_config  # noqa: E402
 
@@ -47,22 +48,32 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 / best
 
 
-def _config(model: str, batch: int):
+# --smoke: a one-block DiT (depth, width, heads) at 8×8×4, one step, both frameworks
+SMOKE = dict(size=8, depth=1, width=32, heads=2)
+
+
+def _config(model: str, batch: int, size: int = 32, overrides: dict | None = None):
+    """ImageNet-256 latents (size×size×4, 1000 classes); the batches are made here, no data
+    is read."""
     c = base_config()
-    c.data.image_size, c.data.channels, c.data.num_classes, c.data.batch_size = 32, 4, 1000, batch
+    c.data.name, c.data.kind = "latents", "latent"
+    c.data.image_size, c.data.channels, c.data.num_classes = size, 4, 1000
+    c.data.batch_size = batch
     c.model.name = model
-    c.model.overrides = {}
+    c.model.overrides = dict(overrides or {})
     c.ema.decays = (0.9999,)
     return c
 
 
-def jax_step(model: str, batch: int, steps: int) -> tuple[float, float]:
+def jax_step(
+    model: str, batch: int, steps: int, size: int = 32, overrides: dict | None = None
+) -> tuple[float, float]:
     """(images/s, FLOPs per step) of jaxdiff's train step."""
-    exp = experiment.build_experiment(_config(model, batch))
+    exp = experiment.build_experiment(_config(model, batch, size, overrides))
     state = exp.init_state()
     rng = np.random.default_rng(0)
     local = {
-        "image": rng.standard_normal((batch, 32, 32, 4)).astype(np.float32),
+        "image": rng.standard_normal((batch, size, size, 4)).astype(np.float32),
         "label": rng.integers(0, 1000, batch).astype(np.int32),
     }
     b = sharding.global_batch(local, exp.mesh)
@@ -79,25 +90,28 @@ def jax_step(model: str, batch: int, steps: int) -> tuple[float, float]:
     return batch * steps / (time.perf_counter() - t), flops
 
 
-def torch_step(model: str, batch: int, steps: int) -> float:
-    """images/s of the same step in PyTorch (diffusers' DiT, official architecture)."""
+def torch_step(
+    model: str, batch: int, steps: int, size: int = 32, dims: tuple | None = None
+) -> float:
+    """images/s of the same step in PyTorch (diffusers' DiT, official architecture);
+    ``dims`` = (depth, width, heads) replaces the model's."""
     import copy
 
     import torch
     from diffusers import DiTTransformer2DModel
 
-    size = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
-    depth, width, heads = size[model.split("-")[1].split("/")[0]]
+    sizes = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
+    depth, width, heads = dims or sizes[model.split("-")[1].split("/")[0]]
     patch = int(model.split("/")[1])
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     net = DiTTransformer2DModel(
         num_attention_heads=heads, attention_head_dim=width // heads, in_channels=4,
-        out_channels=4, num_layers=depth, sample_size=32, patch_size=patch,
+        out_channels=4, num_layers=depth, sample_size=size, patch_size=patch,
         num_embeds_ada_norm=1000,
     ).to(dev)  # fmt: skip
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0)
-    x0 = torch.randn(batch, 4, 32, 32, device=dev)
+    x0 = torch.randn(batch, 4, size, size, device=dev)
     y = torch.randint(0, 1000, (batch,), device=dev)
 
     def step():
@@ -124,7 +138,7 @@ def torch_step(model: str, batch: int, steps: int) -> float:
     return batch * steps / (time.perf_counter() - t0)
 
 
-def main():
+def main(argv=None):
     # The same XLA:CPU flags `python -m jaxdiff.main` sets (before the backend starts).
     os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
     p = argparse.ArgumentParser()
@@ -132,19 +146,34 @@ def main():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--no-torch", action="store_true")
-    args = p.parse_args()
-    peak = matmul_peak()
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one step of a one-block DiT at 8×8×4 in each framework; RESULTS.md untouched "
+        "(the test suite's check that this script runs)",
+    )
+    args = p.parse_args(argv)
+    size, overrides, dims = 32, None, None
+    if args.smoke:
+        args.models, args.batch, args.steps = args.models.split(",")[0], 2, 1
+        size, dims = SMOKE["size"], (SMOKE["depth"], SMOKE["width"], SMOKE["heads"])
+        overrides = dict(depth=dims[0], hidden_size=dims[1], num_heads=dims[2])
+    peak = matmul_peak(64, 1) if args.smoke else matmul_peak()
     rows = []
     for name in args.models.split(","):
-        ips, flops = jax_step(name, args.batch, args.steps)
+        ips, flops = jax_step(name, args.batch, args.steps, size, overrides)
         achieved = flops * ips / args.batch
-        peer = float("nan") if args.no_torch else torch_step(name, args.batch, args.steps)
+        peer = (
+            float("nan") if args.no_torch else torch_step(name, args.batch, args.steps, size, dims)
+        )
         rows.append(
             [name, args.batch, ips, peer, ips / peer, achieved / 1e9, peak / 1e9, achieved / peak]
         )
         print(markdown_table(HEADER, rows[-1:]), flush=True)
     table = markdown_table(HEADER, rows)
     print(table)
+    if args.smoke:
+        return
     append_results(
         f"Train step, 32×32×4, batch {args.batch}",
         table,

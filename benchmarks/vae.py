@@ -7,7 +7,7 @@ moments) and decode (latent -> image) are timed separately; JAX and PyTorch call
 so that load from other processes hits both alike; the median is reported, compilation /
 the first call excluded (shown apart).
 
-    python benchmarks/vae.py [--batch 4] [--size 64] [--iters 3] [--no-append]
+    python benchmarks/vae.py [--batch 4] [--size 64] [--iters 3] [--no-append] [--smoke]
 
 Prints a table and appends it to benchmarks/RESULTS.md.
 """
@@ -36,20 +36,34 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=64, help="image side (multiple of 8)")
     p.add_argument("--iters", type=int, default=3, help="timed calls per framework and op")
     p.add_argument("--no-append", action="store_true", help="print only, leave RESULTS.md")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a two-block VAE of widths 8, 16 on one 16² image, one timed call; RESULTS.md "
+        "untouched (the test suite's check that this script runs)",
+    )
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.batch, args.size, args.iters, args.no_append = 1, 16, 1, True
+    return args
 
 
-def build(tmp: str):
+# --smoke: the same architecture at toy widths
+SMOKE_VAE = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4)
+
+
+def build(tmp: str, widths: dict = SD_VAE):
     """(torch model, jax ae, jax variables) holding the same random sd-vae-width weights."""
     import torch
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
+    blocks = len(widths["block_out_channels"])
     net = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
         latent_channels=4,
-        **SD_VAE,
+        **widths,
     ).eval()
     net.save_pretrained(tmp)
     ae, variables = vae.load_vae(tmp)
@@ -105,9 +119,11 @@ def main(argv=None):
     torch.set_num_threads(os.cpu_count() or 1)
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)).astype(np.float32)
-    z = rng.normal(size=(args.batch, args.size // 8, args.size // 8, 4)).astype(np.float32)
+    widths = SMOKE_VAE if args.smoke else SD_VAE
+    f = 2 ** (len(widths["block_out_channels"]) - 1)  # the downsampling factor
+    z = rng.normal(size=(args.batch, args.size // f, args.size // f, 4)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        net, ae, variables = build(tmp)
+        net, ae, variables = build(tmp, widths)
     first, med, outs = time_calls(make_calls(net, ae, variables, x, z), args.iters)
     rows = []
     for op in ("encode", "decode"):
@@ -130,8 +146,9 @@ def main(argv=None):
     table = markdown_table(header, rows)
     load = ", ".join(f"{a:.1f}" for a in os.getloadavg())
     notes = (
-        f"sd-vae-ft widths (128, 256, 512, 512), 2 resnets per block, random weights; batch "
-        f"{args.batch} of {args.size}×{args.size} images (latents {args.size // 8}²×4); float32; "
+        f"{'toy' if args.smoke else 'sd-vae-ft'} widths {tuple(widths['block_out_channels'])}, "
+        f"{widths['layers_per_block']} resnets per block, random weights; batch "
+        f"{args.batch} of {args.size}×{args.size} images (latents {args.size // f}²×4); float32; "
         f"median of {args.iters} alternating calls after the first (JAX's first call includes "
         f"compilation). torch {torch.__version__} with {torch.get_num_threads()} threads; load "
         f"average {load} (other jobs may share the CPU: read the ratio). "

@@ -29,9 +29,35 @@ except ModuleNotFoundError:  # the torch extra (or Triton, on a CPU-only torch) 
     pass
 
 # JAXDIFF_FAIL_ON_SKIP=1: a run with a skipped test exits with status 1 (tests/fail_on_skip.py).
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
 from fail_on_skip import (  # noqa: E402, F401
     pytest_collectreport,
     pytest_runtest_logreport,
     pytest_sessionfinish,
     pytest_terminal_summary,
 )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One work dir of ``configs/digits.py:tiny`` trained 4 steps on one device, shared by the
+    whole run: checkpoints 2 and 4, a metrics row per step, ``config.json``, no sample grid.
+    Read it only; a test that writes into a work dir takes ``tiny_run_copy``."""
+    import jax
+    from tiny_config import tiny_run_config
+
+    from jaxdiff.training import loop
+
+    workdir = str(tmp_path_factory.mktemp("tiny_run") / "run")
+    loop.train(tiny_run_config(), workdir, devices=jax.devices()[:1])
+    return workdir
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path):
+    """A private copy of ``tiny_run`` that the test may change."""
+    workdir = str(tmp_path / "run")
+    shutil.copytree(tiny_run, workdir)
+    return workdir

@@ -2,6 +2,7 @@
 
 import glob
 import importlib.util
+import json
 import os
 import re
 
@@ -9,10 +10,11 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from jaxdiff import noise
 from jaxdiff.training import config as config_lib
-from jaxdiff.training import loop
+from jaxdiff.training import generate, loop, outputs
 from jaxdiff.training.validate import validate_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,6 +84,11 @@ def test_variants_and_overrides():
     assert (c.model.name, c.noise.schedule, c.noise.input_scale) == ("DiT-L/4", "laplace", 0.7)
     d = load(os.path.join(REPO, "configs", "digits.py"), "size=32")
     assert d.data.image_size == 32
+    # digits' patch variant (16 tokens at every size for Chen's grid) keeps the other widths
+    d = load(os.path.join(REPO, "configs", "digits.py"), "size=64,patch=16")
+    assert dict(d.model.overrides) == dict(depth=6, hidden_size=192, num_heads=6, patch_size=16)
+    d = load(os.path.join(REPO, "configs", "digits.py"), "model=DiT-S/2,patch=4")
+    assert dict(d.model.overrides) == dict(patch_size=4)
     # the issue's example: every key applies (it used to train cosine at scale 1.0)
     d = load(os.path.join(REPO, "configs", "digits.py"), "tiny,schedule=laplace,scale=0.5")
     assert (d.noise.schedule, d.noise.input_scale, d.total_steps) == ("laplace", 0.5, 6)
@@ -90,18 +97,33 @@ def test_variants_and_overrides():
     assert config_lib.noise_config(d)["schedule_params"] == {"b": 0.75}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["cifar10.py", "imagenet64_rin.py"])
 def test_tiny_rin_configs_train_on_mock_data(tmp_path, name):
-    """The RIN path (latent self-conditioning in the jitted step) trains end to end."""
+    """The RIN path (latent self-conditioning in the jitted step) trains end to end, and the
+    grid drawn during training is the checkpoint's EMA weights sampled again (RIN's latent
+    carry, with guidance one per branch, through training, checkpoint and inference)."""
     c = load(os.path.join(REPO, "configs", name), "tiny")
     c.total_steps = 2
     c.sample_every_steps = 2
     if c.model.class_conditional:  # RIN sampling with guidance: one latent state per branch
         c.sampling.guidance_scale = 2.0
+    wd, devices = str(tmp_path / "run"), jax.devices()[:2]
     with tfds.testing.mock_data(num_examples=32):
-        out = loop.train(c, str(tmp_path / "run"), devices=jax.devices()[:2])
-    assert out["step"] == 2 and np.isfinite(out["metrics"]["train/loss"])
-    assert any(f.endswith(".png") for f in os.listdir(out["samples"]))
+        out = loop.train(c, wd, devices=devices)
+    assert out["step"] == 2
+    rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(np.isfinite(r["train/loss"]) and r["train/loss"] > 0 for r in rows)
+    grid = np.asarray(Image.open(os.path.join(out["samples"], "step_0000002.png")))
+    exp, state, step = outputs.restore_for_inference(c, wd, devices=devices)
+    key = jax.random.fold_in(jax.random.key(c.seed), 0x5A4D ^ 2)
+    images, _ = generate.sample_many(
+        exp, generate.sampling_params(state, c), key, c.sampling.num_grid
+    )
+    again = np.asarray(Image.open(generate.save_grid(images, str(tmp_path / "again.png"))))
+    assert step == 2 and grid.shape == again.shape and grid.std() > 1
+    np.testing.assert_allclose(grid.astype(int), again.astype(int), atol=1)
 
 
 # Every common variant key, a value, and where it must land in the resolved config.

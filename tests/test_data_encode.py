@@ -98,6 +98,7 @@ def test_two_processes_write_disjoint_shards_covering_the_set(setup, full, tmp_p
     assert _files(tmp_path) == _files(full)
 
 
+@pytest.mark.slow
 def test_cli_with_saved_vae(setup, tmp_path):
     root, _, vae_dir = setup
     config = tmp_path / "cfg.py"

@@ -155,6 +155,7 @@ def test_prepare_refuses_missing_and_unofficial_files(tmp_path, no_network, prep
     assert not no_network and not tfds.builder("cifar10", data_dir=data_dir).is_prepared()
 
 
+@pytest.mark.slow
 def test_prepared_cifar10_is_read_and_trains(
     tmp_path, monkeypatch, no_network, prepare_cli, capsys
 ):

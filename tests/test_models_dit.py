@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny_config import RIN_TINY
+from tiny_config import RIN_TINY, perturbed
 
 from jaxdiff.models import conditioning, get_model, list_models
 from jaxdiff.models.layers import fast_grad_matmul, gelu_tanh
@@ -24,16 +24,6 @@ def example_inputs(model, batch=2, seed=0):
     cond = jnp.linspace(0.0, 1000.0, batch)
     y = jnp.arange(batch, dtype=jnp.int32) % (model.num_classes + 1)
     return x, cond, y
-
-
-@jax.jit
-def perturbed(variables, scale=0.05, seed=7):
-    """Add noise to every parameter so zero-initialised layers carry signal."""
-    leaves, tree = jax.tree.flatten(variables)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(
-        tree, [a + scale * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
-    )
 
 
 def test_registry_names():

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny_config import RIN_TINY
+from tiny_config import RIN_TINY, perturbed
 
 from configs import digits
 from jaxdiff.models import get_model
@@ -13,16 +13,6 @@ from jaxdiff.training import generate
 from jaxdiff.training.experiment import build_experiment
 
 TINY = dict(RIN_TINY, image_size=8, patch_size=2, num_classes=3)
-
-
-@jax.jit
-def perturbed(variables, scale=0.1, seed=7):
-    """Noise on every parameter, so the zero-scale self-conditioning LayerNorm carries signal."""
-    leaves, tree = jax.tree.flatten(variables)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(
-        tree, [a + scale * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
-    )
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +29,7 @@ def rin():
     out_sc, _ = jax.jit(model.apply)(variables, x, cond, y, latents + 3.0)
     np.testing.assert_array_equal(out_sc, out)
     assert float(jnp.abs(out).max()) > 0  # Glorot-initialised output layer, as official
-    return model, perturbed(variables), (x, cond, y)
+    return model, perturbed(variables, 0.1), (x, cond, y)  # (0.1: the self-cond LayerNorm)
 
 
 def test_fixture_shapes_and_initial_self_conditioning(rin):

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import dit_official  # noqa: E402
 
 
+@pytest.mark.slow
 def test_dit_official_tiny_trains_on_encoded_latents(tmp_path):
     c = dit_official.get_config("tiny")
     assert (c.data.name, c.data.kind, c.data.channels) == ("latents", "latent", 4)

@@ -1,11 +1,14 @@
 """End to end on latents: encode digits with a tiny VAE, train the `:tiny` latent config on
 them, sample, decode and write a grid; decoded samples are the VAE decoder's values."""
 
+import json
 import os
 import sys
 
 import jax
 import numpy as np
+import pytest
+from PIL import Image
 
 from jaxdiff import encode
 from jaxdiff.models import vae as vae_lib
@@ -25,6 +28,7 @@ def tiny_vae(path: str):
     return ae, variables, str(vae_lib.save_vae(ae, variables, path))
 
 
+@pytest.mark.slow
 def test_tiny_latent_config_trains_samples_and_decodes(tmp_path):
     ae, _, vae_dir = tiny_vae(str(tmp_path / "vae"))
     digits = dict(name="digits", image_size=16, channels=3, num_classes=10)
@@ -37,11 +41,19 @@ def test_tiny_latent_config_trains_samples_and_decodes(tmp_path):
     c.total_steps, c.sample_every_steps = 2, 2
     wd = str(tmp_path / "run")
     out = loop.train(c, wd, devices=jax.devices()[:2])
-    assert out["step"] == 2 and np.isfinite(out["metrics"]["train/loss"])
-    assert os.path.exists(os.path.join(out["samples"], "step_0000002.png"))
+    assert out["step"] == 2
+    rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["train/loss"] > 0 for r in rows)
+    # the grid of 16×16 decoded digits (not 8×8 latent previews): 4×4 tiles, 1-pixel padding
+    grid = Image.open(os.path.join(out["samples"], "step_0000002.png"))
+    cols = int(np.ceil(np.sqrt(c.sampling.num_grid)))
+    assert grid.width % (cols * 17 + 1) == 0 and grid.mode == "RGB"
     res = runner.sample(c, wd, num_samples=4)
-    images = np.load(res["npz"])["images"]
+    saved = np.load(res["npz"])
+    images = saved["images"]
     assert images.shape == (4, 16, 16, 3) and images.dtype == np.uint8  # decoded to pixels
+    np.testing.assert_array_equal(saved["labels"], np.arange(4))  # balanced class labels
+    assert len(np.unique(images)) > 16  # decoded values, not a constant or saturated image
 
 
 def test_decoded_latents_are_the_vae_decoder_of_z_over_the_scale(tmp_path):

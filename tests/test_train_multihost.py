@@ -35,6 +35,7 @@ def _config(setup="plain"):
     return configure(digits.get_config("tiny"), STEPS, setup)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setup", ["plain", "stateful"])
 def test_two_processes_match_one_process_with_8_devices(tmp_path, setup):
     """Losses, params and (for "stateful") the adaptive sampler's and the learned weighting's

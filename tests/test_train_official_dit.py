@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 official = pytest.importorskip("test_models_convert")
 
 
+@pytest.mark.slow
 def test_converted_official_dit_fine_tunes_and_samples(tmp_path, monkeypatch):
     # An official-format state dict (learned σ, 10 classes) for 8×8×1 digits.
     monkeypatch.setattr(official, "CH", 1)

@@ -17,8 +17,13 @@ from jaxdiff.training import checkpoint, experiment, loop, outputs, resume, runn
 DEV = jax.devices()[:1]
 
 
-def tiny(**overrides):
-    return tiny_config.tiny(**{"total_steps": 4, "checkpoint_every_steps": 2, **overrides})
+# the config of tests/conftest.py's shared work dir (`tiny_run`, copied per test as `run`)
+tiny = tiny_config.tiny_run_config
+
+
+@pytest.fixture
+def run(tiny_run_copy):
+    return tiny_run_copy
 
 
 def snapshot(workdir):
@@ -36,23 +41,6 @@ def snapshot(workdir):
 
 def rows(workdir):
     return [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A work dir with checkpoints 2 and 4 of the tiny digits config (copied per test)."""
-    wd = str(tmp_path_factory.mktemp("src") / "run")
-    loop.train(tiny(), wd, devices=DEV)
-    return wd
-
-
-@pytest.fixture
-def run(trained, tmp_path):
-    import shutil
-
-    wd = str(tmp_path / "run")
-    shutil.copytree(trained, wd)
-    return wd
 
 
 MISMATCHES = [
@@ -88,6 +76,7 @@ def test_sample_and_evaluate_with_a_wrong_model_refuse(run):
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_allowed_changes_resume(run):
     out = loop.train(
         tiny(total_steps=6, **{"optim.lr": 5e-4, "log_every_steps": 2}), run, devices=DEV
@@ -120,6 +109,7 @@ def _largest_file(directory):
     return max(files, key=os.path.getsize)
 
 
+@pytest.mark.slow
 def test_flipped_bytes_are_detected_and_training_falls_back(run, capsys):
     original = {r["step"]: r["train/loss"] for r in rows(run)}
     data = _largest_file(os.path.join(run, "checkpoints", "4", "state"))
@@ -135,13 +125,13 @@ def test_flipped_bytes_are_detected_and_training_falls_back(run, capsys):
     warnings = [line for line in printed.splitlines() if line.startswith("WARNING")]
     assert 1 <= len(warnings) <= 3 and all(len(w) < 400 for w in warnings), warnings
     assert "checkpoint 4 is corrupt" in printed and "Resuming from step 2" in printed
-    names = os.listdir(os.path.join(run, "checkpoints"))
-    assert "4.corrupt" in names and "4" in names  # set aside (kept), and saved again
+    names = sorted(os.listdir(os.path.join(run, "checkpoints")))
+    assert names == ["2", "4", "4.corrupt"]  # set aside (kept), and saved again
     # The data position and state of checkpoint 2 were restored: the same losses again.
     assert {r["step"]: r["train/loss"] for r in rows(run)} == original
 
 
-def test_checksum_mismatch_is_corruption(run):
+def test_checksum_mismatch_is_corruption_and_reading_renames_nothing(run, capsys):
     path = os.path.join(run, "checkpoints", "4", "integrity", "metadata")
     saved = json.load(open(path))
     key = sorted(saved["arrays"])[0]
@@ -154,6 +144,8 @@ def test_checksum_mismatch_is_corruption(run):
         ck.restore(4, abstract)
     state, step = ck.restore_latest(abstract)
     assert step == 2 and int(state.step) == 2
+    assert "checkpoint 4 is corrupt" in capsys.readouterr().out
+    assert sorted(os.listdir(os.path.join(run, "checkpoints"))) == ["2", "4"]  # (training does)
 
 
 def _garble(step_dir):
@@ -180,6 +172,7 @@ def test_only_set_aside_checkpoints_refuse_a_fresh_start(run):
         loop.train(tiny(), run, devices=DEV)
 
 
+@pytest.mark.slow
 def test_restore_step_resumes_an_older_checkpoint(run):
     original = {r["step"]: r["train/loss"] for r in rows(run)}
     out = loop.train(tiny(restore_step=2), run, devices=DEV)
@@ -198,6 +191,7 @@ def test_restore_step_resumes_an_older_checkpoint(run):
         loop.train(tiny(restore_step=3, total_steps=5), run, devices=DEV)
 
 
+@pytest.mark.slow
 def test_disk_full_is_one_line_and_keeps_older_checkpoints(run, monkeypatch):
     before = {k: v for k, v in snapshot(run).items() if k.startswith("checkpoints")}
     real = json_checkpoint_handler.JsonCheckpointHandler._save_fn

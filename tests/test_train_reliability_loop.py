@@ -1,5 +1,6 @@
-"""The loop: kill + resume logs like an uninterrupted run, divergence never saves a bad state,
-skip keeps the state bitwise, a work-dir lock, a quiet console, outputs named by settings."""
+"""The loop: kill + resume logs like an uninterrupted run, a non-finite loss halts naming the
+step and never saves a bad state, skip keeps the state bitwise, a work-dir lock, SIGTERM saves a
+restorable checkpoint (the real CLI), a quiet console, outputs named by settings."""
 
 import json
 import os
@@ -11,7 +12,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from tiny_config import REPO, poison_batch, tiny
+from tiny_config import REPO, poison_batch, tiny, tiny_run_config
 
 from jaxdiff.errors import RunError
 from jaxdiff.training import checkpoint, experiment, loop, runner
@@ -58,6 +59,7 @@ loop.train(c, {workdir!r}, devices=jax.devices()[:1])
 """
 
 
+@pytest.mark.slow
 def test_kill_and_resume_logs_exactly_the_uninterrupted_rows(tmp_path):
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     loop.train(tiny(**WINDOWED), straight, devices=DEV)
@@ -82,14 +84,16 @@ def test_kill_and_resume_logs_exactly_the_uninterrupted_rows(tmp_path):
     assert not [n for n in os.listdir(os.path.join(killed, "checkpoints")) if "tmp" in n]
 
 
+@pytest.mark.slow
 def test_divergence_never_saves_a_nonfinite_checkpoint(tmp_path):
     wd = str(tmp_path / "run")
     c = tiny(total_steps=6, checkpoint_every_steps=1, **{"optim.lr": 1e38})
-    with pytest.raises(loop.NonFiniteLossError) as e:
+    with pytest.raises(loop.NonFiniteLossError, match=r"at step \d+ .*λ range was \[-?\d") as e:
         loop.train(c, wd, devices=DEV)
+    assert isinstance(e.value, RunError)  # main.py prints it as one line, exit status 1
     text = str(e.value)
     bad = int(text.split("at step ")[1].split(" ")[0])
-    assert "λ range was [" in text and "on_nonfinite=skip" in text and "\n" not in text
+    assert "on_nonfinite=skip" in text and "\n" not in text
     steps = checkpoint.Checkpointer(os.path.join(wd, "checkpoints")).all_steps()
     assert steps and max(steps) == bad - 1  # saved up to the step before the bad one
     for step in steps:  # huge perhaps, but finite
@@ -98,6 +102,7 @@ def test_divergence_never_saves_a_nonfinite_checkpoint(tmp_path):
         assert all(np.all(np.isfinite(x)) for x in leaves if np.issubdtype(x.dtype, np.inexact))
 
 
+@pytest.mark.slow
 def test_skip_keeps_params_ema_and_optimizer_bitwise(tmp_path, monkeypatch):
     wd = str(tmp_path / "run")
     c = tiny(total_steps=3, checkpoint_every_steps=1, on_nonfinite="skip")
@@ -112,6 +117,7 @@ def test_skip_keeps_params_ema_and_optimizer_bitwise(tmp_path, monkeypatch):
         )
         assert all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(a, b, strict=True))
     moved = jax.tree_util.tree_leaves(s3.params)  # the next good step updates again
+    assert all(np.all(np.isfinite(x)) for x in moved)
     assert not all(
         np.array_equal(x, y)
         for x, y in zip(jax.tree_util.tree_leaves(s2.params), moved, strict=True)
@@ -120,32 +126,18 @@ def test_skip_keeps_params_ema_and_optimizer_bitwise(tmp_path, monkeypatch):
     assert row["train/loss"] is None and row["train/nonfinite_steps"] == 1
 
 
-SECOND_TRAINER = """
-import sys
-sys.path.insert(0, {repo!r})
-from absl import app
-
-def main(argv):
-    from jaxdiff.training import workdir
-    workdir.setup_logging({workdir!r})
-    from configs import digits
-    from jaxdiff.training import runner
-    c = digits.get_config("tiny")
-    c.sample_every_steps, c.total_steps, c.checkpoint_every_steps = 0, 10**6, 10**6
-    runner.run(c, {workdir!r})
-
-app.run(main)
-"""
-
-
-def test_lock_quiet_console_and_sigterm_resume_hint(tmp_path):
+@pytest.mark.slow
+def test_lock_quiet_console_and_sigterm_resume_hint(tmp_path, capsys):
     wd = str(tmp_path / "run")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    code = SECOND_TRAINER.format(repo=REPO, workdir=wd)
+    cmd = [
+        sys.executable, "-m", "jaxdiff.main", "--config=configs/digits.py:tiny",
+        f"--workdir={wd}", "--config.total_steps=1000000",
+        "--config.checkpoint_every_steps=1000000", "--config.sample_every_steps=0",
+    ]  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=REPO, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        cmd, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     metrics = os.path.join(wd, "metrics.jsonl")
     deadline = time.time() + 300
     while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
@@ -166,34 +158,39 @@ def test_lock_quiet_console_and_sigterm_resume_hint(tmp_path):
     assert not noise, noise[:5]  # no INFO lines, no oneDNN notice, no λ-bin values
     log_text = open(os.path.join(wd, "train.log")).read()
     assert "Saving checkpoint" in log_text  # Orbax's INFO lines went to the file
-    # The lock died with the process: a new trainer resumes at once.
+    # One restorable checkpoint at the step reached; the lock died with the process: a new
+    # trainer resumes from it at once.
     steps = checkpoint.Checkpointer(os.path.join(wd, "checkpoints")).all_steps()
-    out = loop.train(tiny(total_steps=steps[-1] + 1), wd, devices=DEV)
-    assert out["step"] == steps[-1] + 1
+    assert len(steps) == 1 and steps[0] >= 1
+    c = tiny(total_steps=steps[0] + 1)
+    assert int(_restore(wd, steps[0], c).step) == steps[0]
+    assert loop.train(c, wd, devices=DEV)["step"] == steps[0] + 1
+    assert f"Resuming from step {steps[0]}" in capsys.readouterr().out
 
 
-def test_sample_and_evaluate_outputs_are_named_by_settings(tmp_path):
-    wd = str(tmp_path / "run")
-    loop.train(tiny(total_steps=2), wd, devices=DEV)
-    c = tiny(total_steps=2)
+@pytest.mark.slow
+def test_sample_and_evaluate_outputs_are_named_by_settings(tiny_run_copy):
+    wd = tiny_run_copy
+    c = tiny_run_config()
     first = runner.sample(c, wd, num_samples=4)
     again = runner.sample(c, wd, num_samples=4)
     c.sampling.guidance_scale, c.sampling.steps = 1.5, 3
     other = runner.sample(c, wd, num_samples=4)
     names = [os.path.basename(p["png"]) for p in (first, again, other)]
     assert names == [
-        "sample_0000002_ddim4_cfg1.png",
-        "sample_0000002_ddim4_cfg1_2.png",
-        "sample_0000002_ddim3_cfg1.5.png",
+        "sample_0000004_ddim4_cfg1.png",
+        "sample_0000004_ddim4_cfg1_2.png",
+        "sample_0000004_ddim3_cfg1.5.png",
     ]
     assert all(os.path.exists(p["npz"]) for p in (first, again, other))
     runner.evaluate(c, wd, num_samples=8)
     row = strict_rows(wd)[-1]
-    assert row["step"] == 2 and isinstance(row["eval/digits_fd"], float)
+    assert row["step"] == 4 and isinstance(row["eval/digits_fd"], float)
     assert row["settings"]["mode"] == "evaluate" and row["settings"]["tag"] == "ddim3_cfg1.5"
     assert row["settings"]["num_samples"] == 8 and row["settings"]["guidance_scale"] == 1.5
 
 
+@pytest.mark.slow
 def test_the_loop_reads_the_device_only_at_log_and_checkpoint_steps(tmp_path, monkeypatch):
     """12 steps, a row every 6, one checkpoint: two window reads (the old loop read every step)."""
     reads = []

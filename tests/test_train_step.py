@@ -1,5 +1,6 @@
 """The train step's values: λ-bin statistics, label dropout, gradient clipping with AdamW,
-the skip of a non-finite step, and the null label of unconditional training and sampling."""
+the skip of a non-finite step (the whole state bitwise; the loop's skip:
+test_train_reliability_loop.py), and the null label of unconditional training and sampling."""
 
 import os
 import sys
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pytest
 
 from jaxdiff import diffusion, models, noise
 from jaxdiff.training import generate, loop, optim
@@ -78,57 +80,6 @@ def test_label_dropout_rate_and_null_label():
     np.testing.assert_array_equal(seen[-1], labels)
 
 
-def _adamw_reference(grads, clip, lr=0.1, b1=0.9, b2=0.999, eps=1e-8):
-    """NumPy AdamW (no weight decay) with optional clipping by global norm."""
-    m = v = np.zeros_like(grads[0])
-    w, out = np.zeros_like(grads[0]), []
-    for t, g in enumerate(grads, start=1):
-        norm = np.linalg.norm(g)
-        if clip and norm > clip:
-            g = g * clip / norm
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
-        w = w - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
-        out.append(w.copy())
-    return out
-
-
-def test_grad_clip_is_applied_with_adamw():
-    """Adam is scale-free per step, so clipping shows only across steps of different norms:
-    a large then a small gradient give different weights with and without the clip."""
-    grads = [np.array([30.0, -40.0, 0.0]), np.array([0.03, 0.01, -0.02])]
-    for clip in (0.0, 1.0):
-        c = ml_collections.ConfigDict(
-            dict(name="adamw", lr=0.1, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
-                 warmup_steps=0, decay="constant", grad_clip=clip)
-        )  # fmt: skip
-        opt = optim.make_optimizer(c, 10)
-        w = jnp.zeros(3)
-        state = opt.init(w)
-        for g, want in zip(grads, _adamw_reference(grads, clip), strict=True):
-            updates, state = opt.update(jnp.asarray(g), state, w)
-            w = optax.apply_updates(w, updates)
-            np.testing.assert_allclose(np.asarray(w), want, rtol=1e-5, atol=1e-7)
-    clipped, plain = _adamw_reference(grads, 1.0)[-1], _adamw_reference(grads, 0.0)[-1]
-    assert np.abs(clipped - plain).max() > 1e-3  # the test can tell the two apart
-
-
-def test_unconditional_sampling_uses_the_null_label():
-    c = digits.get_config("tiny")
-    c.model.class_conditional = False
-    c.sampling.steps, c.sampling.batch_size = 2, 8
-    exp = build_experiment(c, devices=jax.devices()[:1])
-    params = exp.init_state().params
-    labels = [y for _, y in generate.iter_samples(exp, params, jax.random.key(0), 10)]
-    assert np.all(np.concatenate(labels) == 10) and sum(map(len, labels)) == 10
-    c.model.class_conditional = True
-    exp = build_experiment(c, devices=jax.devices()[:1])
-    labels = np.concatenate(
-        [y for _, y in generate.iter_samples(exp, params, jax.random.key(0), 10)]
-    )
-    np.testing.assert_array_equal(labels, np.arange(10) % 10)
-
-
 def _linear_apply(params, x_t, lam, y, key, train):
     """A two-parameter network, w·x_t + b: cheap, with a gradient that depends on the data."""
     return params["w"] * x_t + params["b"]
@@ -144,21 +95,26 @@ def _image_batch(seed: int, scale: float, n: int = 16) -> dict:
 
 def test_train_step_clips_gradients_with_adamw():
     """Two train steps with ``optim`` = AdamW + ``grad_clip`` c equal optax's AdamW applied to
-    the step's own gradients rescaled to norm c (both steps have norm > c and different norms,
-    so the clipped and unclipped runs differ)."""
+    the step's own gradients rescaled to norm c, and with ``grad_clip`` = 0 optax's AdamW on
+    the raw gradients (Adam is scale-free per step: both steps have norm > c and different
+    norms, so the clipped and unclipped runs differ)."""
     clip, lr, wd = 0.05, 0.1, 0.01
-    c = ml_collections.ConfigDict(
-        dict(name="adamw", lr=lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=wd,
-             warmup_steps=0, decay="constant", grad_clip=clip)
-    )  # fmt: skip
     spec = diffusion.make_noise_spec({"target": "x0"})
-    opt = optim.make_optimizer(c, 10)
-    step = jax.jit(
-        bind_train_step(apply_fn=_linear_apply, spec=spec, optimizer=opt,
-                        lr_schedule=lambda s: lr, ema_decays=(), num_classes=10)
-    )  # fmt: skip
     params = {"w": jnp.asarray(0.3), "b": jnp.asarray(-0.2)}
-    state = create_train_state(params, opt, 0, {})
+
+    def make_step(grad_clip):
+        c = ml_collections.ConfigDict(
+            dict(name="adamw", lr=lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=wd,
+                 warmup_steps=0, decay="constant", grad_clip=grad_clip)
+        )  # fmt: skip
+        opt = optim.make_optimizer(c, 10)
+        step = jax.jit(
+            bind_train_step(apply_fn=_linear_apply, spec=spec, optimizer=opt,
+                            lr_schedule=lambda s: lr, ema_decays=(), num_classes=10)
+        )  # fmt: skip
+        return step, create_train_state(params, opt, 0, {})
+
+    runs = {True: make_step(clip), False: make_step(0.0)}
     rng = jax.random.key_data(jax.random.key(7))
     grads_fn = jax.jit(lambda p, x, y, k: _grads((p, {}), x, y, k, apply_fn=_linear_apply,
                        spec=spec, sampler_state={}, grad_accum=1)[1][0])  # fmt: skip
@@ -178,10 +134,13 @@ def test_train_step_clips_gradients_with_adamw():
                 g = jax.tree_util.tree_map(lambda x, n=norm: x * (clip / n), g)
             upd, s = optax.adamw(lr, eps=1e-8, weight_decay=wd).update(g, s, p)
             ref[clipped] = (optax.apply_updates(p, upd), s)
-        state, metrics = step(state, batch, rng)
-        np.testing.assert_allclose(float(metrics["grad_norm"]), norms[-1], rtol=1e-5)
-        for k in params:
-            np.testing.assert_allclose(state.params[k], ref[True][0][k], rtol=1e-5, atol=1e-7)
+            step, state = runs[clipped]
+            state, metrics = step(state, batch, rng)
+            runs[clipped] = (step, state)
+            np.testing.assert_allclose(float(metrics["grad_norm"]), norm, rtol=1e-5)
+            for k in params:
+                np.testing.assert_allclose(state.params[k], ref[clipped][0][k], rtol=1e-5,
+                                           atol=1e-7, err_msg=f"clipped={clipped}")  # fmt: skip
     assert min(norms) > clip and max(norms) > 3 * min(norms), norms  # the clip is active
     gap = max(abs(float(ref[True][0][k] - ref[False][0][k])) for k in params)
     assert gap > 1e-3  # the unclipped AdamW run ends elsewhere: the check can fail
@@ -254,10 +213,12 @@ def test_skip_nonfinite_keeps_the_whole_state_bitwise():
         ), field
 
 
+@pytest.mark.slow
 def test_unconditional_training_and_sampling_feed_the_null_label(tmp_path, monkeypatch):
     """With ``model.class_conditional=False`` the network sees only the null label
     (num_classes), in the training loop's steps and in its sample grid (digits labels are
-    0..9, so a label passed through would show)."""
+    0..9, so a label passed through would show), and ``iter_samples`` returns it; a
+    conditional model is given the balanced labels ``i % 10``."""
     seen = {"train": [], "sample": []}
     real_apply, real_sample = models.make_apply_fn, generate.make_sample_fn
 
@@ -293,3 +254,10 @@ def test_unconditional_training_and_sampling_feed_the_null_label(tmp_path, monke
     assert train.size >= 2 * c.data.batch_size and sample.size >= 2 * 8
     np.testing.assert_array_equal(train, 10)
     np.testing.assert_array_equal(sample, 10)
+    # the labels iter_samples returns (the grids', the evaluations')
+    for conditional, want in ((False, np.full(10, 10)), (True, np.arange(10) % 10)):
+        c.model.class_conditional, c.sampling.guidance_scale = conditional, 1.0
+        exp = build_experiment(c, devices=jax.devices()[:1])
+        params = exp.init_state().params
+        got = [y for _, y in generate.iter_samples(exp, params, jax.random.key(0), 10)]
+        np.testing.assert_array_equal(np.concatenate(got), want)

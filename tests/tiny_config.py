@@ -1,8 +1,10 @@
-"""Shared by the training tests: the repository root on sys.path and the tiny digits config."""
+"""Shared by the tests: the repository root on sys.path, the tiny digits config, the config of
+the suite's shared trained work dir (tests/conftest.py's ``tiny_run``), test-model helpers."""
 
 import os
 import sys
 
+import jax
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,6 +26,23 @@ def tiny(**overrides):
             node = node[part]
         node[last] = value
     return c
+
+
+def tiny_run_config(**overrides):
+    """The config of the suite's shared trained work dir (the ``tiny_run`` fixture): 4 steps,
+    checkpoints 2 and 4, a metrics row every step; resuming it needs the same config."""
+    return tiny(**{"total_steps": 4, "checkpoint_every_steps": 2, **overrides})
+
+
+@jax.jit
+def perturbed(variables, scale=0.05, seed=7):
+    """Noise of standard deviation ``scale`` on every parameter, so that zero-initialised
+    layers (adaLN-Zero, RIN's self-conditioning LayerNorm) carry signal in the tests."""
+    leaves, tree = jax.tree.flatten(variables)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(
+        tree, [a + scale * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
+    )
 
 
 # RIN widths small enough to run every registry entry quickly

@@ -7,7 +7,7 @@ per-sample drop-path. Shapes: tokens are (B, N, D); images are NHWC.
 CPU-specific pieces apply only on a CPU backend: the models' ``fast_dense=None`` default
 resolves to the custom-VJP dense layer on CPU and plain autodiff elsewhere, and attention is
 a heads-first einsum on CPU and ``jax.nn.dot_product_attention`` (which picks cuDNN / Pallas
-kernels) on GPU and TPU. The XLA:CPU flags below only configure XLA's CPU compiler.
+kernels) on GPU and TPU. The XLA:CPU flags that go with them live in ``jaxdiff.platform``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-# The XLA:CPU flags that go with `fast_grad` dense layers live in jaxdiff.platform.
-from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402, F401 (until the benchmarks move)
 
 xavier_uniform = nn.initializers.xavier_uniform()
 
