@@ -63,8 +63,11 @@ def get_config(arg=None):
     # Post-hoc EMA off (ema.posthoc.std = ()): on, it would change every digits run's config
     # and checkpoints (running studies could not resume); docs/training.md, "Post-hoc EMA".
     c.train.label_dropout = 0.1
+    # DDIM (the Euler step of the flow ODE) in 15 steps: the quality of 50 steps at 30% of the
+    # network calls on this model (3 sampling seeds: digits_fd 2.80 vs 2.79, accuracy 0.957 vs
+    # 0.961; every sampler against NFE in docs/sampling.md)
     c.sampling.method = "ddim"
-    c.sampling.steps = 50
+    c.sampling.steps = 15
     # light classifier-free guidance: +0.02 accuracy for +0.0 fd here (docs/digits_default.md)
     c.sampling.guidance_scale = 1.1
     c.sampling.num_grid = 100
