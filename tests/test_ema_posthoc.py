@@ -251,6 +251,7 @@ def _snapshot_arrays(wd):
         ckpt.close()
 
 
+@pytest.mark.slow
 def test_snapshots_kept_and_survive_kill_and_resume(trained, tmp_path):
     # keep_checkpoints=1 left one checkpoint; every snapshot is there and verifies
     assert sorted(os.listdir(os.path.join(trained, "checkpoints"))) == ["6"]
@@ -273,6 +274,7 @@ def test_snapshots_kept_and_survive_kill_and_resume(trained, tmp_path):
     assert np.abs(a - b).max() > 0
 
 
+@pytest.mark.slow
 def test_cli_writes_weights_that_init_from_loads(trained, tmp_path, capsys):
     assert ema_cli.cli(["ema", "posthoc", f"--workdir={trained}", "--std=0.07"]) == 0
     out = rec.default_out(trained, 0.07)
@@ -297,6 +299,7 @@ def test_cli_writes_weights_that_init_from_loads(trained, tmp_path, capsys):
     assert any(n.endswith(".npz") for n in os.listdir(tmp_path / "sample" / "samples"))
 
 
+@pytest.mark.slow
 def test_cli_bad_input_one_line_exit_2(trained, tmp_path, capsys):
     cases = [
         (["posthoc", f"--workdir={trained}", "--std=0.5"], "--std"),
@@ -342,6 +345,7 @@ def test_checkpoints_without_profiles_keep_their_layout(tmp_path):
     ckpt.close()
 
 
+@pytest.mark.slow
 def test_sweep_evaluates_each_reconstruction_and_writes_table(trained, monkeypatch):
     """The sweep hands each σ_rel's reconstructed weights to the run's evaluation (here a
     stand-in scoring the weights, so the test needs no classifier) and tabulates the scores."""

@@ -21,6 +21,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", STUDIES, ids=lambda m: m.STUDY.name)
 def test_smoke_grid_writes_results_summary_and_plots(module, tmp_path):
     study = module.STUDY
@@ -48,6 +49,7 @@ def test_smoke_grid_writes_results_summary_and_plots(module, tmp_path):
         assert (out / "runs" / c.slug / "seed_0" / "run.json").read_text() == marks[c.name]
 
 
+@pytest.mark.slow
 def test_full_scale_writes_jobs_and_aggregates_finished_work_dirs(tmp_path, capsys):
     study = min_snr.STUDY
     out = tmp_path / "full"
