@@ -51,7 +51,7 @@ def _case(name: str, examples: int):
     elif name != "digits16":
         raise ValueError(f"--cases: unknown {name!r}; known: ['digits16', 'latent32', 'tiny']")
     exp = build_experiment(c, devices=jax.devices()[:1])
-    params = generate.sampling_params(exp.init_state(), c)
+    params = generate.sampling_params(exp.init_state())
     settings = dg.resolve_settings(c.diagnostics)
     if name == "latent32":
         rng = np.random.default_rng(0)

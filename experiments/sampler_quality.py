@@ -70,7 +70,7 @@ def sweep(fv) -> str:
         raise err
     base = parsed.config
     _, state, step = restore_for_inference(base, fv.workdir)
-    params = generate.sampling_params(state, base)
+    params = generate.sampling_params(state)
     metric = quality.get_quality_metric(base.data, os.path.join(fv.workdir, "cache"))
     os.makedirs(fv.out, exist_ok=True)
     path = os.path.join(fv.out, "results.csv")

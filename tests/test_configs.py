@@ -118,9 +118,7 @@ def test_tiny_rin_configs_train_on_mock_data(tmp_path, name):
     grid = np.asarray(Image.open(os.path.join(out["samples"], "step_0000002.png")))
     exp, state, step = outputs.restore_for_inference(c, wd, devices=devices)
     key = jax.random.fold_in(jax.random.key(c.seed), 0x5A4D ^ 2)
-    images, _ = generate.sample_many(
-        exp, generate.sampling_params(state, c), key, c.sampling.num_grid
-    )
+    images, _ = generate.sample_many(exp, generate.sampling_params(state), key, c.sampling.num_grid)
     again = np.asarray(Image.open(generate.save_grid(images, str(tmp_path / "again.png"))))
     assert step == 2 and grid.shape == again.shape and grid.std() > 1
     np.testing.assert_allclose(grid.astype(int), again.astype(int), atol=1)

@@ -61,7 +61,7 @@ def test_trained_checkpoint_has_lower_elbo(tmp_path):
     config = _config(100)
     untrained_dir = str(tmp_path / "untrained")
     exp = build_experiment(config)
-    params = generate.sampling_params(exp.init_state(), config)
+    params = generate.sampling_params(exp.init_state())
     before = dg.diagnose(exp, params, untrained_dir, 0, settings=SETTINGS)
     _check_outputs(before, untrained_dir, 0)
 

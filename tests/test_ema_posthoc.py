@@ -287,7 +287,7 @@ def test_cli_writes_weights_that_init_from_loads(trained, tmp_path, capsys):
     c.init_from = out
     _, state, step = outputs.restore_for_inference(c, str(tmp_path / "eval"))
     assert step == 0 and state.ema == ()
-    used = generate.sampling_params(state, c)
+    used = generate.sampling_params(state)
     jax.tree_util.tree_map(np.testing.assert_array_equal, used, params)
     np.testing.assert_array_equal(
         jax.tree_util.tree_leaves(load_params(out)["params"])[0],

@@ -27,7 +27,7 @@ from jaxdiff.sampling import (
     sample,
     space_timesteps,
 )
-from jaxdiff.training import generate, loop, runner
+from jaxdiff.training import generate, outputs, runner
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import dit_official  # noqa: E402
@@ -247,7 +247,7 @@ def test_official_config_samples_a_converted_checkpoint(converted, tmp_path, cap
 
     # The sampler run by the runner is the protocol: respaced grid + learned σ + CFG on 3
     # channels of the converted network, here recomputed by hand with the public API.
-    exp, state, step = loop.restore_for_inference(c, wd)
+    exp, state, step = outputs.restore_for_inference(c, wd)
     assert step == 0 and not os.path.exists(os.path.join(wd, "checkpoints", "0"))
     model, conv_vars = convert.load_converted(converted)
     labels = jnp.arange(4) % 10
@@ -260,7 +260,7 @@ def test_official_config_samples_a_converted_checkpoint(converted, tmp_path, cap
     key = jax.random.key(5)
     want = sample(key, denoise, (4, 8, 8, 4), None, None, lams=respaced_logsnr("4"),
                   method="ddpm", variance="learned")  # fmt: skip
-    got = generate.compiled_sampler(exp, 4, 4)(generate.sampling_params(state, c), key, labels)
+    got = generate.compiled_sampler(exp, 4, 4)(generate.sampling_params(state), key, labels)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
 
     # --mode=evaluate streams the samples through Inception: the same FID as the batch path.
@@ -274,7 +274,7 @@ def test_official_config_samples_a_converted_checkpoint(converted, tmp_path, cap
     fid.save_stats(ref, st["mu"], st["sigma"], arr_0=images)
     out = runner.evaluate(c, wd, num_samples=6, fid_stats=ref, inception_weights=weights)
     key = jax.random.fold_in(jax.random.key(c.seed), 0xF1D)
-    u8, _ = generate.sample_many(exp, generate.sampling_params(state, c), key, 6, uint8=True)
+    u8, _ = generate.sample_many(exp, generate.sampling_params(state), key, 6, uint8=True)
     st2 = fid.image_statistics(ext, u8, batch_size=6)  # batch shapes 4 and 6 compile once
     np.testing.assert_allclose(
         out["eval/fid"], fid.frechet_distance(st2["mu"], st2["sigma"], st["mu"], st["sigma"]),

@@ -34,7 +34,7 @@ def test_evaluate_mode_logs_fid_and_digits_metric(tiny_run_copy, tmp_path):
     # fid.image_statistics give the same FID and Inception Score.
     exp, state, _ = outputs.restore_for_inference(c, wd)
     key = jax.random.fold_in(jax.random.key(c.seed), 0xF1D)
-    u8, _ = generate.sample_many(exp, generate.sampling_params(state, c), key, 16, uint8=True)
+    u8, _ = generate.sample_many(exp, generate.sampling_params(state), key, 16, uint8=True)
     gen = fid.image_statistics(extractor, u8, batch_size=16)  # the runner's batch
     want = fid.frechet_distance(gen["mu"], gen["sigma"], st["mu"], st["sigma"])
     np.testing.assert_allclose(out["eval/fid"], want, rtol=1e-6)
@@ -56,7 +56,7 @@ def test_short_training_improves_digits_metric(tmp_path):
     wd = str(tmp_path / "run")
     loop.train(c, wd, stop_at_step=1, devices=jax.devices()[:1])
     exp, state, _ = outputs.restore_for_inference(c, wd, devices=jax.devices()[:1])
-    before = loop.evaluate_digits(exp, state, wd)
+    before = outputs.evaluate_quality(exp, state, wd)
     loop.train(c, wd, devices=jax.devices()[:1])
     recs = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl"))]
     after = [r for r in recs if "eval/digits_fd" in r][-1]
@@ -72,7 +72,7 @@ def test_sample_mode_uses_init_from_without_a_checkpoint(tiny_run, tmp_path):
     c2.init_from = src
     wd = str(tmp_path / "fresh")
     exp2, state, step = outputs.restore_for_inference(c2, wd, devices=jax.devices()[:2])
-    assert step == 0 and isinstance(state, loop.InferenceState)
+    assert step == 0 and isinstance(state, outputs.InferenceState)
     for a, b in zip(jax.tree_util.tree_leaves(state.ema[0]),
                     jax.tree_util.tree_leaves(trained.ema[0]), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -67,10 +67,11 @@ def test_two_processes_match_one_process_with_8_devices(tmp_path, setup):
     exp = experiment.build_experiment(_config(setup), devices=jax.devices()[:8])
     ck = checkpoint.Checkpointer(os.path.join(multi, "checkpoints"))
     abstract = checkpoint.abstract_with_shardings(exp.abstract_state, exp.state_shardings)
-    state, step = ck.restore_latest(abstract)
+    step = ck.all_steps()[-1]
+    state, _ = ck.restore(step, abstract)
     assert step == STEPS and int(state.step) == STEPS
     ck2 = checkpoint.Checkpointer(os.path.join(single, "checkpoints"))
-    ref, _ = ck2.restore_latest(abstract)
+    ref, _ = ck2.restore(ck2.all_steps()[-1], abstract)
     trees = lambda s: (s.params, s.sampler_state, s.weighting_state)  # noqa: E731
     leaves = jax.tree_util.tree_leaves(trees(state))
     assert len(leaves) > len(jax.tree_util.tree_leaves(state.params)) or setup == "plain"

@@ -40,7 +40,8 @@ def test_converted_official_dit_fine_tunes_and_samples(tmp_path, monkeypatch):
     wd = str(tmp_path / "run")
     loop.train(c, wd, devices=jax.devices()[:1])
     abstract = checkpoint.abstract_with_shardings(exp.abstract_state, exp.state_shardings)
-    state, _ = checkpoint.Checkpointer(os.path.join(wd, "checkpoints")).restore_latest(abstract)
+    ck = checkpoint.Checkpointer(os.path.join(wd, "checkpoints"))
+    state, _ = ck.restore(ck.all_steps()[-1], abstract)
     want = jax.tree_util.tree_leaves(variables["params"])
     got = jax.tree_util.tree_leaves(state.params)
     for a, b in zip(got, want, strict=True):

@@ -13,7 +13,7 @@ import jax
 
 from jaxdiff.diagnostics import report
 from jaxdiff.diagnostics.run import diagnose
-from jaxdiff.training import generate, loop
+from jaxdiff.training import generate, outputs
 from jaxdiff.training.tensorboard import open_writer
 
 
@@ -25,8 +25,8 @@ def diagnose_workdir(config, workdir: str, settings=None) -> dict:
     TensorBoard entries under `workdir`; prints the ELBO; returns the JSON content.
     """
     workdir = os.path.abspath(workdir)
-    exp, state, step = loop.restore_for_inference(config, workdir)
-    params = generate.sampling_params(state, config)
+    exp, state, step = outputs.restore_for_inference(config, workdir)
+    params = generate.sampling_params(state)
     writer = open_writer(workdir, primary=jax.process_index() == 0)
     stem = report.free_stem(workdir, step)  # a step diagnosed before keeps its files
     result = diagnose(exp, params, workdir, step, writer=writer, settings=settings, stem=stem)

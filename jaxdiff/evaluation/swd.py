@@ -164,23 +164,9 @@ def w1_sorted(u: np.ndarray, v: np.ndarray, chunk: int = 32) -> np.ndarray:
     return out.reshape(u.shape[:-1])
 
 
-def wasserstein_1d(u: np.ndarray, v: np.ndarray) -> float:
-    """Exact W₁ between the empirical distributions of samples u (n,) and v (m,).
-
-    For n = m it equals mean |sort(u) − sort(v)|; in general see `quantile_plan`.
-    """
-    return float(w1_sorted(np.sort(u), np.sort(v)))
-
-
 def sorted_projections(descriptors: np.ndarray, directions: np.ndarray) -> np.ndarray:
     """(K, M): the M descriptors (M, D) projected on each direction (D, K), sorted per row."""
     return np.sort((np.asarray(descriptors) @ np.asarray(directions)).T, axis=1)
-
-
-def sliced_wasserstein(a: np.ndarray, b: np.ndarray, directions: np.ndarray) -> float:
-    """mean over the columns θ of `directions` (D, K) of W₁(a θ, b θ); a (n, D), b (m, D)."""
-    pa, pb = sorted_projections(a, directions), sorted_projections(b, directions)
-    return float(np.mean(w1_sorted(pa, pb)))
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))

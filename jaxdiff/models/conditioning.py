@@ -29,11 +29,6 @@ def logsnr_to_cond(lam: jax.typing.ArrayLike) -> jax.Array:
     return COND_SCALE * (LOGSNR_MAX - lam)
 
 
-def cond_to_logsnr(cond: jax.typing.ArrayLike) -> jax.Array:
-    """Inverse of `logsnr_to_cond`: λ = 20 − cond/25."""
-    return LOGSNR_MAX - jnp.asarray(cond, jnp.float32) / COND_SCALE
-
-
 _TABLE = ddpm_linear_logsnr_table()
 
 

@@ -21,9 +21,6 @@ from jaxdiff.errors import ConfigError
 from jaxdiff.models.dit import DiT
 from jaxdiff.models.rin import RIN
 
-# Fields older converted checkpoints (model.json) may carry that the models no longer have.
-_LEGACY_FIELDS = ("class_dropout_prob", "self_cond_rate")
-
 _DIT_SIZES = {
     "S": dict(depth=12, hidden_size=384, num_heads=6),
     "B": dict(depth=12, hidden_size=768, num_heads=12),
@@ -110,10 +107,10 @@ def model_config(model: nn.Module) -> dict:
 
 
 def model_from_config(config: dict) -> nn.Module:
-    """Inverse of `model_config` (fields of older versions are dropped)."""
-    config = {k: v for k, v in config.items() if k not in _LEGACY_FIELDS}
+    """Inverse of `model_config`: the class by its name in the one registry table."""
+    config = dict(config)
     kind = config.pop("type")
-    classes = {"DiT": DiT, "RIN": RIN}
+    classes = {cls.__name__: cls for cls, _ in _MODELS.values()}
     if kind not in classes:
         raise ValueError(f"unknown model type {kind!r}; known: {sorted(classes)}")
     return classes[kind](**config)

@@ -43,9 +43,9 @@ from jaxdiff.training.integrity import fingerprints, path_str
 
 log = logging.getLogger(__name__)
 
-# Suffixes of checkpoint directories set aside (renamed, kept): corrupt ones, ones newer than
-# an explicit ``restore_step``, and ``.unreadable`` from earlier versions of this module.
-SET_ASIDE_SUFFIXES = (".corrupt", ".superseded", ".unreadable")
+# Suffixes of checkpoint directories set aside (renamed, kept): corrupt ones and ones newer
+# than an explicit ``restore_step``.
+SET_ASIDE_SUFFIXES = (".corrupt", ".superseded")
 INTEGRITY_VERSION = 1
 
 
@@ -308,8 +308,7 @@ class Checkpointer:
 
     def _verify(self, step: int, state_dict) -> None:
         if not os.path.isdir(os.path.join(self.step_dir(step), "integrity")):
-            log.warning("checkpoint %s has no fingerprints (written by an older version)", step)
-            return
+            raise CorruptCheckpoint(step, "its integrity fingerprints are missing")
         saved = self._read_json(step, "integrity")
         arrays = saved.get("arrays", {}) if isinstance(saved, dict) else {}
         prints, _ = fingerprints(state_dict)
@@ -319,17 +318,6 @@ class Checkpointer:
             raise CorruptCheckpoint(
                 step, f"checksum mismatch in {len(wrong)} arrays: {', '.join(wrong[:2])}{more}"
             )
-
-    def restore_latest(self, abstract_state, data_iter=None) -> tuple[Any, int] | None:
-        """``(state, step)`` of the newest checkpoint that verifies (older ones after a
-        corrupt one), or None if there is none. Read-only: nothing is renamed."""
-        for step in reversed(self.all_steps()):
-            try:
-                state, _ = self.restore(step, abstract_state, data_iter)
-                return state, step
-            except CorruptCheckpoint as e:
-                warn(f"{e} ({self.directory}); trying the one before")
-        return None
 
     def set_aside(self, step: int, suffix: str) -> str | None:
         """Renames ``<step>`` to ``<step><suffix>`` (a free name; nothing is deleted)."""

@@ -196,7 +196,6 @@ def save_grid(images: np.ndarray, path: str, ncols: int | None = None, pad: int 
     return path
 
 
-def sampling_params(state, config):
+def sampling_params(state):
     """The params to sample with: the first EMA copy (params if no EMA)."""
-    del config
     return state.ema[0] if len(state.ema) else state.params

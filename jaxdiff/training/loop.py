@@ -32,13 +32,10 @@ from jaxdiff.training.checkpoint import Checkpointer, abstract_with_shardings, w
 from jaxdiff.training.experiment import Experiment, build_experiment
 from jaxdiff.training.hooks import DiagnoseHook
 from jaxdiff.training.outputs import (
-    InferenceState,
-    evaluate_digits,
     evaluate_quality,
     has_quality_metric,
     init_from_weights,
     lambda_loss_chart,
-    restore_for_inference,
     sampling_settings,
     write_training_samples,
 )
@@ -48,8 +45,6 @@ from jaxdiff.training.snapshots import SnapshotWriter, snapshot_due
 from jaxdiff.training.step import LAM_BIN_EDGES
 
 log = logging.getLogger(__name__)
-
-__all__ = ["InferenceState", "NonFiniteLossError", "evaluate_digits", "restore_for_inference"]
 
 
 class NonFiniteLossError(RunError, FloatingPointError):
@@ -442,7 +437,7 @@ class _Run:
         """Noise-level diagnostics of the sampling weights through the caller's hook
         (``jaxdiff.diagnostics.training_hook``: diagnostics/step_<N>.json and .png); its
         scalars go to metrics.jsonl and TensorBoard, its images to TensorBoard."""
-        params = generate.sampling_params(state, self.exp.config)
+        params = generate.sampling_params(state)
         report = self.diagnose_hook(self.exp, params, self.workdir, step)
         if jax.process_index() == 0:
             self.logs.write(step, report.scalars)

@@ -131,7 +131,7 @@ def write_training_samples(exp: Experiment, state, step: int, samples_dir: str) 
     c = exp.config
     n = int(c.sampling.num_grid)
     key = jax.random.fold_in(jax.random.key(c.seed), 0x5A4D ^ step)
-    images, _ = generate.sample_many(exp, generate.sampling_params(state, c), key, n)
+    images, _ = generate.sample_many(exp, generate.sampling_params(state), key, n)
     if jax.process_index() != 0:
         return None
     return generate.save_grid(images, os.path.join(samples_dir, f"step_{step:07d}.png"))
@@ -153,13 +153,10 @@ def evaluate_quality(
         return {}
     num = int(num or c.eval.quality_num_samples)
     key = jax.random.fold_in(jax.random.key(c.seed), 0xE7A1)
-    params = generate.sampling_params(state, c)
+    params = generate.sampling_params(state)
     images, labels = generate.sample_many(exp, params, key, num, progress=progress)
     scores = metric.score(images, labels if c.model.class_conditional else None)
     return {f"eval/{c.data.name}_{k}": v for k, v in scores.items()}
-
-
-evaluate_digits = evaluate_quality  # the name used before other datasets had a metric
 
 
 def lambda_loss_chart(summary: dict) -> np.ndarray:

@@ -82,7 +82,7 @@ def sample(config, workdir: str, num_samples: int) -> dict:
     key = jax.random.fold_in(jax.random.key(config.seed), 0x5A3E)
     with _progress(num_samples, "sample") as bar:
         images, labels = generate.sample_many(
-            exp, generate.sampling_params(state, config), key, num_samples, progress=bar, uint8=True
+            exp, generate.sampling_params(state), key, num_samples, progress=bar, uint8=True
         )
     out = os.path.join(os.path.abspath(workdir), "samples")
     paths = {}
@@ -145,7 +145,7 @@ def _fid(exp, state, num: int, stats_path: str, weights: str) -> dict:
     key = jax.random.fold_in(jax.random.key(exp.config.seed), 0xF1D)
     extractor = fid.load_inception(weights)
     running, logits, pools = fid.RunningStatistics(), [], []
-    params = generate.sampling_params(state, exp.config)
+    params = generate.sampling_params(state)
     # Streamed: each batch of samples goes through Inception and is dropped (50K ImageNet-256
     # samples would take 39 GB as floats). FID uses uint8 images, as pytorch-fid / ADM do.
     with _progress(num, "evaluate") as bar:
