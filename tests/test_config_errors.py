@@ -126,7 +126,8 @@ def test_bad_variant_is_one_line_naming_the_key(variant, field, tmp_path, capsys
     assert status == 2 and len(err) == 1, err
     assert err[0].startswith(f"config error: {field}"), err[0]
     if field == "variant":  # an unknown key lists the allowed ones
-        assert "allowed: batch, model, scale, schedule, size, steps, target, tiny" in err[0]
+        allowed = "batch, model, patch, scale, schedule, size, steps, target, tiny, weighting"
+        assert f"allowed: {allowed}" in err[0]
 
 
 def test_workdir_problems(tmp_path, capsys):
