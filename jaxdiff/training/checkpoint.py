@@ -248,8 +248,9 @@ class Checkpointer:
             raise CorruptCheckpoint(step, f"{item} unreadable ({short_cause(e)})") from e
         return out[item]
 
-    def check_shapes(self, step: int, abstract_state) -> None:
-        """IncompatibleCheckpoint unless ``step`` holds exactly the arrays of the target."""
+    def state_metadata(self, step: int):
+        """The array metadata tree (shapes, dtypes) of ``step``'s state, read without its
+        arrays; CorruptCheckpoint if it is missing or unreadable."""
         path = epath.Path(self.step_dir(step)) / "state"
         try:
             meta = ocp.StandardCheckpointHandler().metadata(path)
@@ -258,7 +259,11 @@ class Checkpointer:
         meta = getattr(meta, "tree", meta)
         if meta is None:
             raise CorruptCheckpoint(step, "metadata missing")
-        saved = _shapes(meta)
+        return meta
+
+    def check_shapes(self, step: int, abstract_state) -> None:
+        """IncompatibleCheckpoint unless ``step`` holds exactly the arrays of the target."""
+        saved = _shapes(self.state_metadata(step))
         wanted = _shapes(flax.serialization.to_state_dict(abstract_state))
         problems = [f"{k} missing" for k in wanted if k not in saved]
         problems += [f"{k} unexpected" for k in saved if k not in wanted]

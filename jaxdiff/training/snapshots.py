@@ -20,8 +20,6 @@ import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
-from etils import epath
 
 from jaxdiff.errors import ConfigError
 from jaxdiff.training.checkpoint import Checkpointer, CorruptCheckpoint, warn
@@ -117,12 +115,7 @@ def read_meta(ckpt: Checkpointer, step: int) -> dict:
 
 def read_profiles(ckpt: Checkpointer, step: int) -> list:
     """The verified profiles of snapshot ``step`` as NumPy trees (one per σ_rel)."""
-    path = epath.Path(ckpt.step_dir(step)) / "state"
-    try:
-        meta = ocp.StandardCheckpointHandler().metadata(path)
-    except Exception as e:  # noqa: BLE001 - missing or truncated metadata files
-        raise CorruptCheckpoint(step, f"metadata unreadable ({type(e).__name__})") from e
-    tree = getattr(meta, "tree", meta)
+    tree = ckpt.state_metadata(step)
     device = jax.local_devices(backend="cpu")[0]
     sharding = jax.sharding.SingleDeviceSharding(device)
     abstract = jax.tree_util.tree_map(
