@@ -42,7 +42,6 @@ benchmarks/RESULTS.md with the machine and its load.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import os
@@ -53,9 +52,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import append_results, markdown_table  # noqa: E402
+from benchmarks.common import append_results, markdown_table, run_main  # noqa: E402
 from configs import digits  # noqa: E402
 from jaxdiff import noise  # noqa: E402
 from jaxdiff.training import experiment, sharding  # noqa: E402
@@ -296,33 +296,45 @@ PARTS_HEADER = ["setup", "version", "K + B·#S inputs", "uniform step ms", "draw
                 "refresh / f_S / uniform step"]  # fmt: skip
 
 
-def main(argv=None):
+USAGE = (
+    "python benchmarks/adaptive.py [--setups=digits,dit,tiny] [--variants=uniform,...] "
+    "[--dit-variants=...] [--repeats=5] [--cycles=2] [--smoke]"
+)
+
+
+def _define(fv: flags.FlagValues) -> None:
+    f = dict(flag_values=fv)
+    flags.DEFINE_list("setups", "digits,dit", "setups: digits, dit, tiny", **f)
+    flags.DEFINE_list("variants", DEFAULT, f"variants of the digits setups; of {DEFAULT}", **f)
+    flags.DEFINE_list(
+        "dit-variants",
+        "uniform,continuous cond,continuous split,continuous separate",
+        "variants of the dit setup",
+        **f,
+    )
+    flags.DEFINE_integer("repeats", 5, "interleaved repetitions of the parts", **f)
+    flags.DEFINE_integer("cycles", 2, "whole f_S cycles (digits only)", **f)
+    flags.DEFINE_bool(
+        "smoke",
+        False,
+        "the tiny digits config, uniform against the adaptive sampler's cond and separate "
+        "refreshes, once; RESULTS.md untouched (the test suite's check that this script runs)",
+        **f,
+    )
+
+
+def _run(args) -> None:
     from jaxdiff.platform import FAST_CPU_XLA_FLAGS
 
     # The same XLA:CPU flags `python -m jaxdiff.main` sets (before the backend starts).
     os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
-    p = argparse.ArgumentParser()
-    p.add_argument("--setups", default="digits,dit")
-    p.add_argument("--variants", default=DEFAULT)
-    p.add_argument(
-        "--dit-variants", default="uniform,continuous cond,continuous split,continuous separate"
-    )
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--cycles", type=int, default=2, help="whole f_S cycles (digits only)")
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="the tiny digits config, uniform against the adaptive sampler's cond and separate "
-        "refreshes, once; RESULTS.md untouched (the test suite's check that this script runs)",
-    )
-    args = p.parse_args(argv)
     if args.smoke:
-        args.setups, args.repeats, args.cycles = "tiny", 1, 1
-        args.variants = "uniform,continuous cond,continuous separate"
+        args.setups, args.repeats, args.cycles = ["tiny"], 1, 1
+        args.variants = ["uniform", "continuous cond", "continuous separate"]
     rows, parts = [], []
     load = [os.getloadavg()[0]]
-    for setup in args.setups.split(","):
-        variants = (args.dit_variants if setup == "dit" else args.variants).split(",")
+    for setup in args.setups:
+        variants = args.dit_variants if setup == "dit" else args.variants
         cycles = 0 if setup == "dit" else args.cycles
         r, pt = measure(setup, variants, args.repeats, cycles)
         rows += r
@@ -351,5 +363,10 @@ def main(argv=None):
     )
 
 
+def main(argv=None) -> int:
+    """``python benchmarks/adaptive.py ARGS`` for ``argv`` = ARGS; returns the exit status."""
+    return run_main(argv, _define, _run, USAGE)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmark scripts: machine description and RESULTS.md appending."""
+"""Shared pieces of the benchmark scripts: the command line, machine description and
+RESULTS.md appending."""
 
 from __future__ import annotations
 
@@ -6,8 +7,41 @@ import datetime
 import os
 import platform
 import subprocess
+import sys
+import types
+from collections.abc import Callable, Sequence
+
+from absl import flags
+
+from jaxdiff import cli
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+
+
+def run_main(
+    argv: Sequence[str] | None,
+    define: Callable[[flags.FlagValues], None],
+    body: Callable[[types.SimpleNamespace], int | None],
+    usage: str,
+) -> int:
+    """``main(argv)`` of a benchmark script in jaxdiff's one command-line style
+    (:func:`jaxdiff.cli.run`: absl flags on a fresh ``FlagValues``, ``--help``, ``error: ...``
+    with status 2 for a bad flag); returns the exit status.
+
+    ``argv`` holds the arguments without the program name (``None``: ``sys.argv[1:]``), so
+    ``main(["--smoke"])`` runs in-process. ``body`` gets the flag values as a namespace whose
+    attributes are the flag names with ``-`` read as ``_`` (``--no-append``: ``args.no_append``);
+    it may change them (``--smoke`` sets its tiny sizes that way).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    program = os.path.basename(sys.argv[0]) or "benchmark"
+
+    def run_body(fv: flags.FlagValues, positional: list[str]) -> int | None:
+        del positional
+        values = {name.replace("-", "_"): value for name, value in fv.flag_values_dict().items()}
+        return body(types.SimpleNamespace(**values))
+
+    return cli.run([program, *args], define, run_body, usage, (0, 0))
 
 
 def machine() -> str:

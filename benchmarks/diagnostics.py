@@ -15,26 +15,23 @@ Appends the table to benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402
-
-# The XLA:CPU flags `python -m jaxdiff.main` sets, before the backend starts.
-os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
-
+# Importing jax does not start the XLA backend; XLA_FLAGS is read when it starts (in _run).
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 
-from benchmarks.common import append_results, markdown_table  # noqa: E402
+from benchmarks.common import append_results, markdown_table, run_main  # noqa: E402
 from configs import digits  # noqa: E402
 from jaxdiff import diagnostics as dg  # noqa: E402
 from jaxdiff.diagnostics import report  # noqa: E402
 from jaxdiff.diagnostics.run import _BINS, _ELBO, _GRADS  # noqa: E402
+from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402
 from jaxdiff.training import generate  # noqa: E402
 from jaxdiff.training.experiment import build_experiment  # noqa: E402
 
@@ -116,24 +113,35 @@ def run_case(name: str, examples: int, warm: bool) -> list[list]:
     return rows
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="digits16,latent32")
-    parser.add_argument("--examples", type=int, default=256)
-    parser.add_argument("--warm", default="digits16", help="cases timed a second time")
-    parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="--cases tiny --examples 8 --warm tiny --no-append (the test suite's check that "
+USAGE = (
+    "python benchmarks/diagnostics.py [--cases=digits16,latent32] [--examples=256] "
+    "[--warm=digits16] [--no-append] [--smoke]"
+)
+
+
+def _define(fv: flags.FlagValues) -> None:
+    f = dict(flag_values=fv)
+    flags.DEFINE_list("cases", "digits16,latent32", "cases: digits16, latent32, tiny", **f)
+    flags.DEFINE_integer("examples", 256, "held-out examples", **f)
+    flags.DEFINE_list("warm", "digits16", "cases timed a second time", **f)
+    flags.DEFINE_bool("no-append", False, "do not write RESULTS.md", **f)
+    flags.DEFINE_bool(
+        "smoke",
+        False,
+        "--cases tiny --examples 8 --warm tiny --no-append (the test suite's check that "
         "this script runs)",
+        **f,
     )
-    args = parser.parse_args(argv)
+
+
+def _run(args) -> None:
+    # The XLA:CPU flags `python -m jaxdiff.main` sets, before the backend starts.
+    os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
     if args.smoke:
-        args.cases, args.examples, args.warm, args.no_append = "tiny", 8, "tiny", True
+        args.cases, args.examples, args.warm, args.no_append = ["tiny"], 8, ["tiny"], True
     rows = []
-    for name in args.cases.split(","):
-        rows += run_case(name, args.examples, name in args.warm.split(","))
+    for name in args.cases:
+        rows += run_case(name, args.examples, name in args.warm)
     header = ["case", "phase", "network rows", "cold s", "warm s", "warm rows/s"]
     table = markdown_table(header, rows)
     print(table)
@@ -148,5 +156,10 @@ def main(argv=None) -> None:
         )
 
 
+def main(argv=None) -> int:
+    """``python benchmarks/diagnostics.py ARGS`` for ``argv`` = ARGS; returns the exit status."""
+    return run_main(argv, _define, _run, USAGE)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

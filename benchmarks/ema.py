@@ -17,7 +17,6 @@ A snapshot: the blocking part of ``SnapshotWriter.save`` (the copy to host), the
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -25,14 +24,14 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jaxdiff.platform import configure_xla_for_cpu  # noqa: E402
-
-configure_xla_for_cpu()  # before the backend starts, as `python -m jaxdiff.main`
+# Importing jax does not start the XLA backend; XLA_FLAGS is read when it starts (in _run).
 import jax  # noqa: E402
+from absl import flags  # noqa: E402
 
-from benchmarks.common import append_results, markdown_table  # noqa: E402
+from benchmarks.common import append_results, markdown_table, run_main  # noqa: E402
 from configs import digits  # noqa: E402
 from jaxdiff import data as data_lib  # noqa: E402
+from jaxdiff.platform import configure_xla_for_cpu  # noqa: E402
 from jaxdiff.training import experiment, posthoc, sharding, snapshots  # noqa: E402
 
 STDS = (0.05, 0.10)
@@ -96,12 +95,18 @@ def _snapshot_cost(exp, state) -> tuple[float, float, int]:
     return blocking, total, size
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser()
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--smoke", action="store_true", help="tiny config, 1 repeat, no RESULTS.md")
-    args = p.parse_args(argv)
+USAGE = "python benchmarks/ema.py [--repeats=20] [--steps=8] [--smoke]"
+
+
+def _define(fv: flags.FlagValues) -> None:
+    f = dict(flag_values=fv)
+    flags.DEFINE_integer("repeats", 20, "alternating timings of each experiment", **f)
+    flags.DEFINE_integer("steps", 8, "train steps per timing", **f)
+    flags.DEFINE_bool("smoke", False, "tiny config, 1 repeat, no RESULTS.md", **f)
+
+
+def _run(args) -> None:
+    configure_xla_for_cpu()  # before the backend starts, as `python -m jaxdiff.main`
     if args.smoke:
         args.repeats, args.steps = 1, 2
     load_before = os.getloadavg()[0]
@@ -159,5 +164,11 @@ HEADER = ["model", "batch", "params", "steps", "none ms/step", "two ms/step", "t
           "two / none (CPU)", "update ms", "update / step", "snapshot", "snapshot blocking ms",
           "snapshot total ms"]  # fmt: skip
 
+
+def main(argv=None) -> int:
+    """``python benchmarks/ema.py ARGS`` for ``argv`` = ARGS; returns the exit status."""
+    return run_main(argv, _define, _run, USAGE)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

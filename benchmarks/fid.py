@@ -11,21 +11,27 @@ Prints a table and appends it, with a machine description, to benchmarks/RESULTS
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torchvision
-from common import append_results, machine, markdown_table
-from pytorch_fid import inception as pfi
+from absl import flags
 
-from jaxdiff.evaluation import fid, inception_convert
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import append_results, machine, markdown_table, run_main  # noqa: E402
+from jaxdiff.evaluation import fid, inception_convert  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _pytorch_fid_model() -> tuple[torch.nn.Module, dict[str, np.ndarray]]:
     """pytorch-fid's InceptionV3 (2048-d block) with random weights, and its state dict."""
+    import torchvision
+    from pytorch_fid import inception as pfi
+
     net = torchvision.models.inception_v3(
         weights=None, aux_logits=False, num_classes=1008, init_weights=False
     )
@@ -52,18 +58,26 @@ def _time(fn, repeats: int) -> tuple[float, float]:
     return first, float(np.median(times))
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="one 32² image, one timed call each; RESULTS.md untouched (the test suite's "
+USAGE = "python benchmarks/fid.py [--batch=8] [--size=256] [--repeats=3] [--smoke]"
+
+
+def _define(fv: flags.FlagValues) -> None:
+    f = dict(flag_values=fv)
+    flags.DEFINE_integer("batch", 8, "images per batch", **f)
+    flags.DEFINE_integer("size", 256, "image side in pixels (resized to 299 inside)", **f)
+    flags.DEFINE_integer("repeats", 3, "timed batches after the warm-up call", **f)
+    flags.DEFINE_bool(
+        "smoke",
+        False,
+        "one 32² image, one timed call each; RESULTS.md untouched (the test suite's "
         "check that this script runs)",
+        **f,
     )
-    args = parser.parse_args(argv)
+
+
+def _run(args) -> None:
+    import torch
+
     if args.smoke:
         args.batch, args.size, args.repeats = 1, 32, 1
 
@@ -104,5 +118,10 @@ def main(argv=None) -> None:
     append_results("FID Inception feature extraction: JAX port vs pytorch-fid", table, notes)
 
 
+def main(argv=None) -> int:
+    """``python benchmarks/fid.py ARGS`` for ``argv`` = ARGS; returns the exit status."""
+    return run_main(argv, _define, _run, USAGE)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

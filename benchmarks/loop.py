@@ -27,18 +27,19 @@ Appends the table to benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 import time
 
 import jax
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import append_results, markdown_table  # noqa: E402
+from benchmarks.common import append_results, markdown_table, run_main  # noqa: E402
 from configs import digits  # noqa: E402
 from jaxdiff import data as data_lib  # noqa: E402
+from jaxdiff.errors import ConfigError  # noqa: E402
 from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402
 from jaxdiff.training import experiment, loop, sharding  # noqa: E402
 
@@ -122,25 +123,34 @@ def compile_once(config) -> None:
         loop.train(c, wd, stop_at_step=2)
 
 
-def main(argv=None):
+USAGE = "python benchmarks/loop.py [--setups=digits,dit,tiny] [--repeats=3] [--smoke]"
+
+
+def _define(fv: flags.FlagValues) -> None:
+    f = dict(flag_values=fv)
+    flags.DEFINE_list("setups", "digits,dit", f"setups: {', '.join(SETUPS)}", **f)
+    flags.DEFINE_integer("repeats", 3, "alternating bare / loop runs (the best is kept)", **f)
+    flags.DEFINE_bool(
+        "smoke",
+        False,
+        "the tiny digits config once (--setups tiny --repeats 1); RESULTS.md untouched "
+        "(the test suite's check that this script runs)",
+        **f,
+    )
+
+
+def _run(args) -> None:
+    if args.smoke:
+        args.setups, args.repeats = ["tiny"], 1
+    unknown = [name for name in args.setups if name not in SETUPS]
+    if unknown:
+        raise ConfigError("--setups", f"unknown {unknown}", list(SETUPS))
     # The same XLA:CPU flags `python -m jaxdiff.main` sets (before the backend starts).
     os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
     jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="jaxdiff-bench-"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    p = argparse.ArgumentParser()
-    p.add_argument("--setups", default="digits,dit")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="the tiny digits config once (--setups tiny --repeats 1); RESULTS.md untouched "
-        "(the test suite's check that this script runs)",
-    )
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.setups, args.repeats = "tiny", 1
     rows, all_runs = [], []
-    for name in args.setups.split(","):
+    for name in args.setups:
         config, window, total = SETUPS[name]()
         steps, config.total_steps = (
             window[1] - window[0],
@@ -181,5 +191,11 @@ def main(argv=None):
 HEADER = ["setup", "model", "batch", "log every", "ckpt every", "steps", "bare steps/s",
           "loop steps/s", "loop / bare"]  # fmt: skip
 
+
+def main(argv=None) -> int:
+    """``python benchmarks/loop.py ARGS`` for ``argv`` = ARGS; returns the exit status."""
+    return run_main(argv, _define, _run, USAGE)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,7 +16,6 @@ The XLA:CPU flags of `jaxdiff.models.layers.FAST_CPU_XLA_FLAGS` are set unless -
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import pathlib
@@ -28,8 +27,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 # Importing jax does not start the XLA backend; XLA_FLAGS is read when it starts (in main).
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from absl import flags  # noqa: E402
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine, run_main  # noqa: E402
 from jaxdiff.models import get_model  # noqa: E402
 from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402
 
@@ -49,23 +49,28 @@ SMOKE_CASES = [
 ]  # fmt: skip
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--iters", type=int, default=3, help="timed steps per model and framework")
-    p.add_argument("--models", default=",".join(c[0] for c in CASES))
-    p.add_argument("--plain-dense", action="store_true", help="also time fast_dense=False")
-    p.add_argument("--no-xla-flags", action="store_true")
-    p.add_argument("--results", default=str(pathlib.Path(__file__).with_name("RESULTS.md")))
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="SMOKE_CASES, one timed step each, plain dense too; RESULTS.md untouched (the "
-        "test suite's check that this script runs)",
+USAGE = (
+    "python benchmarks/models.py [--iters=3] [--models=DiT-S/2,DiT-B/2] [--plain-dense] "
+    "[--no-xla-flags] [--results=PATH] [--smoke]"
+)
+
+
+def _define(fv: flags.FlagValues) -> None:
+    f = dict(flag_values=fv)
+    flags.DEFINE_integer("iters", 3, "timed steps per model and framework", **f)
+    flags.DEFINE_list("models", [c[0] for c in CASES], "models to time", **f)
+    flags.DEFINE_bool("plain-dense", False, "also time fast_dense=False", **f)
+    flags.DEFINE_bool("no-xla-flags", False, "leave XLA_FLAGS as it is", **f)
+    flags.DEFINE_string(
+        "results", str(pathlib.Path(__file__).with_name("RESULTS.md")), "file appended to", **f
     )
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.iters, args.plain_dense = 1, True
-    return args
+    flags.DEFINE_bool(
+        "smoke",
+        False,
+        "SMOKE_CASES, one timed step each, plain dense too; RESULTS.md untouched (the "
+        "test suite's check that this script runs)",
+        **f,
+    )
 
 
 def jax_step_fn(model, batch: int, seed: int = 0):
@@ -76,13 +81,11 @@ def jax_step_fn(model, batch: int, seed: int = 0):
     cond = jax.random.uniform(kt, (batch,), maxval=1000.0)
     y = jnp.arange(batch, dtype=jnp.int32) % model.num_classes
     variables = jax.jit(model.init)(jax.random.key(1), x, cond, y)
-    is_rin = type(model).__name__ == "RIN"
 
     @jax.jit
     def loss_and_grad(v, x, cond, y):
         def loss(v):
-            out = model.apply(v, x, cond, y)
-            out = out[0] if is_rin else out
+            out = model.apply(v, x, cond, y)  # every model: the prediction (B, H, W, C or 2C)
             return jnp.mean((out[..., :c] - x) ** 2)
 
         return jax.value_and_grad(loss)(v)
@@ -138,7 +141,7 @@ def time_interleaved(steps: dict, iters: int, rounds: int = 2) -> dict:
 
 
 def run(args) -> str:
-    wanted = args.models.split(",")
+    wanted = args.models
     rows = []
     for label, name, overrides, batch in SMOKE_CASES if args.smoke else CASES:
         if label not in wanted and not args.smoke:
@@ -178,11 +181,12 @@ def format_table(rows, args) -> str:
     )
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def _main(args) -> None:
+    if args.smoke:
+        args.iters, args.plain_dense = 1, True
     if not args.no_xla_flags:
-        flags = FAST_CPU_XLA_FLAGS + " " + os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = flags.strip()
+        xla_flags = FAST_CPU_XLA_FLAGS + " " + os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = xla_flags.strip()
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -194,5 +198,10 @@ def main(argv=None):
         f.write(report)
 
 
+def main(argv=None) -> int:
+    """``python benchmarks/models.py ARGS`` for ``argv`` = ARGS; returns the exit status."""
+    return run_main(argv, _define, _main, USAGE)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

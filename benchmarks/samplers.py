@@ -17,7 +17,6 @@ written (the test suite's check that this script runs).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import functools
 import os
@@ -31,19 +30,17 @@ except ImportError:
     pass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402
-
-# The XLA:CPU flags `python -m jaxdiff.main` sets, before the backend starts.
-os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
-
+# Importing jax does not start the XLA backend; XLA_FLAGS is read when it starts (in _run).
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from absl import flags  # noqa: E402
 from jax.tree_util import Partial  # noqa: E402
 
-from benchmarks.common import RESULTS, machine  # noqa: E402
+from benchmarks.common import RESULTS, machine, run_main  # noqa: E402
 from jaxdiff import noise, sampling  # noqa: E402
 from jaxdiff.models import get_model  # noqa: E402
 from jaxdiff.models.conditioning import logsnr_to_cond  # noqa: E402
+from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402
 
 
 def _apply(model, variables, x, lam, y):
@@ -102,7 +99,7 @@ def run(args) -> list[dict]:
     jax.block_until_ready(bare(denoise, x, lam))
     t_net = _time(lambda: bare(denoise, x, lam), args.repeats)
     rows = [dict(method="network only", steps=1, nfe=1, seconds=t_net)]
-    methods = args.methods.split(",") if args.methods else sampling.list_samplers()
+    methods = args.methods or sampling.list_samplers()
     for method in methods:
         call = lambda m=method: sampling.sample(
             jax.random.key(1), denoise, shape, schedule, args.steps, method=m
@@ -210,25 +207,37 @@ def format_table(rows: list[dict], args) -> str:
     return head + "\n".join(lines) + "\n" + ratio + "\n"
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="DiT-S/2")
-    parser.add_argument("--image_size", type=int, default=16)
-    parser.add_argument("--channels", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--cfg", type=float, default=1.5)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no_write", action="store_true", help="do not append to RESULTS.md")
-    parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch peers")
-    parser.add_argument("--methods", default="", help="comma-separated (default: every one)")
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="DiT-tiny/2, 8x8, batch 2, 2 steps, one repeat; RESULTS.md untouched (the test "
+USAGE = (
+    "python benchmarks/samplers.py [--model=DiT-S/2] [--image_size=16] [--channels=4] "
+    "[--batch=16] [--steps=50] [--cfg=1.5] [--repeats=3] [--methods=ddim,dpmpp_2m,...] "
+    "[--no_write] [--no_torch] [--smoke]"
+)
+
+
+def _define(fv: flags.FlagValues) -> None:
+    f = dict(flag_values=fv)
+    flags.DEFINE_string("model", "DiT-S/2", "registered model name", **f)
+    flags.DEFINE_integer("image_size", 16, "image side", **f)
+    flags.DEFINE_integer("channels", 4, "image channels", **f)
+    flags.DEFINE_integer("batch", 16, "samples per batch", **f)
+    flags.DEFINE_integer("steps", 50, "sampling steps", **f)
+    flags.DEFINE_float("cfg", 1.5, "classifier-free guidance scale", **f)
+    flags.DEFINE_integer("repeats", 3, "timed calls (the best is kept)", **f)
+    flags.DEFINE_bool("no_write", False, "do not append to RESULTS.md", **f)
+    flags.DEFINE_bool("no_torch", False, "skip the PyTorch peers", **f)
+    flags.DEFINE_list("methods", None, "comma-separated (default: every one)", **f)
+    flags.DEFINE_bool(
+        "smoke",
+        False,
+        "DiT-tiny/2, 8x8, batch 2, 2 steps, one repeat; RESULTS.md untouched (the test "
         "suite's check that this script runs)",
+        **f,
     )
-    args = parser.parse_args(argv)
+
+
+def _run(args) -> None:
+    # The XLA:CPU flags `python -m jaxdiff.main` sets, before the backend starts.
+    os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
     if args.smoke:
         args.model, args.image_size, args.batch, args.steps = "DiT-tiny/2", 8, 2, 2
         args.repeats, args.no_write = 1, True
@@ -240,5 +249,10 @@ def main(argv=None) -> None:
         print(f"appended to {RESULTS}")
 
 
+def main(argv=None) -> int:
+    """``python benchmarks/samplers.py ARGS`` for ``argv`` = ARGS; returns the exit status."""
+    return run_main(argv, _define, _run, USAGE)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,7 +14,6 @@ Appends the table to benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -27,9 +26,10 @@ except ImportError:
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import append_results, markdown_table  # noqa: E402
+from benchmarks.common import append_results, markdown_table, run_main  # noqa: E402
 from jaxdiff.platform import FAST_CPU_XLA_FLAGS  # noqa: E402
 from jaxdiff.training import experiment, sharding  # noqa: E402
 from jaxdiff.training.config import base_config  # noqa: E402
@@ -138,29 +138,38 @@ def torch_step(
     return batch * steps / (time.perf_counter() - t0)
 
 
-def main(argv=None):
+USAGE = (
+    "python benchmarks/train_step.py [--models=DiT-S/2,DiT-B/2] [--batch=32] [--steps=5] "
+    "[--no-torch] [--smoke]"
+)
+
+
+def _define(fv: flags.FlagValues) -> None:
+    f = dict(flag_values=fv)
+    flags.DEFINE_list("models", "DiT-S/2,DiT-B/2", "DiT models to time", **f)
+    flags.DEFINE_integer("batch", 32, "images per step", **f)
+    flags.DEFINE_integer("steps", 5, "timed steps per model and framework", **f)
+    flags.DEFINE_bool("no-torch", False, "skip the PyTorch peer", **f)
+    flags.DEFINE_bool(
+        "smoke",
+        False,
+        "one step of a one-block DiT at 8×8×4 in each framework; RESULTS.md untouched "
+        "(the test suite's check that this script runs)",
+        **f,
+    )
+
+
+def _run(args) -> None:
     # The same XLA:CPU flags `python -m jaxdiff.main` sets (before the backend starts).
     os.environ["XLA_FLAGS"] = f"{FAST_CPU_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
-    p = argparse.ArgumentParser()
-    p.add_argument("--models", default="DiT-S/2,DiT-B/2")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--no-torch", action="store_true")
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="one step of a one-block DiT at 8×8×4 in each framework; RESULTS.md untouched "
-        "(the test suite's check that this script runs)",
-    )
-    args = p.parse_args(argv)
     size, overrides, dims = 32, None, None
     if args.smoke:
-        args.models, args.batch, args.steps = args.models.split(",")[0], 2, 1
+        args.models, args.batch, args.steps = args.models[:1], 2, 1
         size, dims = SMOKE["size"], (SMOKE["depth"], SMOKE["width"], SMOKE["heads"])
         overrides = dict(depth=dims[0], hidden_size=dims[1], num_heads=dims[2])
     peak = matmul_peak(64, 1) if args.smoke else matmul_peak()
     rows = []
-    for name in args.models.split(","):
+    for name in args.models:
         ips, flops = jax_step(name, args.batch, args.steps, size, overrides)
         achieved = flops * ips / args.batch
         peer = (
@@ -193,5 +202,11 @@ HEADER = [
     "MFU",
 ]
 
+
+def main(argv=None) -> int:
+    """``python benchmarks/train_step.py ARGS`` for ``argv`` = ARGS; returns the exit status."""
+    return run_main(argv, _define, _run, USAGE)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

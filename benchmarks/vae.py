@@ -14,7 +14,6 @@ Prints a table and appends it to benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import statistics
@@ -22,30 +21,32 @@ import sys
 import tempfile
 import time
 
+from absl import flags
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import append_results, markdown_table  # noqa: E402
+from benchmarks.common import append_results, markdown_table, run_main  # noqa: E402
 from jaxdiff.models import vae  # noqa: E402
 
 SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--size", type=int, default=64, help="image side (multiple of 8)")
-    p.add_argument("--iters", type=int, default=3, help="timed calls per framework and op")
-    p.add_argument("--no-append", action="store_true", help="print only, leave RESULTS.md")
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="a two-block VAE of widths 8, 16 on one 16² image, one timed call; RESULTS.md "
+USAGE = "python benchmarks/vae.py [--batch=4] [--size=64] [--iters=3] [--no-append] [--smoke]"
+
+
+def _define(fv: flags.FlagValues) -> None:
+    f = dict(flag_values=fv)
+    flags.DEFINE_integer("batch", 4, "images per call", **f)
+    flags.DEFINE_integer("size", 64, "image side (multiple of 8)", **f)
+    flags.DEFINE_integer("iters", 3, "timed calls per framework and op", **f)
+    flags.DEFINE_bool("no-append", False, "print only, leave RESULTS.md", **f)
+    flags.DEFINE_bool(
+        "smoke",
+        False,
+        "a two-block VAE of widths 8, 16 on one 16² image, one timed call; RESULTS.md "
         "untouched (the test suite's check that this script runs)",
+        **f,
     )
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.batch, args.size, args.iters, args.no_append = 1, 16, 1, True
-    return args
 
 
 # --smoke: the same architecture at toy widths
@@ -111,8 +112,9 @@ def time_calls(calls: dict, iters: int) -> tuple[dict, dict, dict]:
     return first, {k: statistics.median(v) for k, v in times.items()}, outs
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def _run(args) -> None:
+    if args.smoke:
+        args.batch, args.size, args.iters, args.no_append = 1, 16, 1, True
     import numpy as np
     import torch
 
@@ -159,5 +161,10 @@ def main(argv=None):
         append_results("SD-VAE encode/decode: JAX port vs diffusers AutoencoderKL", table, notes)
 
 
+def main(argv=None) -> int:
+    """``python benchmarks/vae.py ARGS`` for ``argv`` = ARGS; returns the exit status."""
+    return run_main(argv, _define, _run, USAGE)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

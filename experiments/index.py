@@ -16,7 +16,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from absl import flags
+
 from experiments import common, report
+from jaxdiff import cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DRIVERS = ("hang_schedules", "min_snr", "adaptive_timesteps", "chen_input_scaling")
@@ -94,14 +97,20 @@ def render(studies: Sequence[common.Study], root: str = HERE) -> str:
     return head + "\n".join(rows(studies, root)) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv not in ([], ["--check"]):
-        print("usage: python -m experiments.index [--check]", file=sys.stderr)
-        return 2
+USAGE = "python -m experiments.index [--check]"
+
+
+def _define(fv: flags.FlagValues) -> None:
+    flags.DEFINE_bool(
+        "check", False, "write nothing; exit 1 when experiments/README.md is stale", flag_values=fv
+    )
+
+
+def _body(fv: flags.FlagValues, args: list[str]) -> int:
+    del args
     path = os.path.join(HERE, "README.md")
     text = render(studies())
-    if argv == ["--check"]:
+    if fv.check:
         with open(path) as f:
             stale = f.read() != text
         print(f"{path} is {'stale: run python -m experiments.index' if stale else 'current'}")
@@ -110,6 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f.write(text)
     print(f"wrote {path}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command for ``argv``, the arguments without the program (None: ``sys.argv[1:]``);
+    returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return cli.run(["experiments.index", *args], _define, _body, USAGE, (0, 0))
 
 
 if __name__ == "__main__":

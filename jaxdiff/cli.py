@@ -37,7 +37,8 @@ def run(
             raise flags.Error(f"expected {lo}..{hi} positional arguments, got {args}")
         status = body(fv, args)
     except (flags.Error, ConfigError) as e:
-        print(f"error: {e}\nusage: {usage}", file=sys.stderr)
+        first = (str(e).strip().splitlines() or [""])[0]  # config_flags may append a traceback
+        print(f"error: {first}\nusage: {usage}", file=sys.stderr)
         return 2
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -19,22 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff import noise
-from jaxdiff.errors import over_defaults
+from jaxdiff.errors import ConfigError, read_section
 
-NOISE_FIELDS = {
-    "schedule": "cosine",
-    "schedule_params": {},
-    "input_scale": 1.0,
-    "normalize_input": False,
-    "target": "eps",
-    "weighting": "snr",
-    "weighting_params": {},
-    "weight_mode": "sample",
-    "timesteps": "uniform",
-    "timesteps_params": {},
-    "learned_weighting": "none",
-    "learned_weighting_params": {},
-}
+# The fields of `config.noise`; their defaults are the base config's
+# (jaxdiff.training.config.base_config), the one place that holds them.
+NOISE_FIELDS = (
+    "schedule", "schedule_params", "input_scale", "normalize_input", "target", "weighting",
+    "weighting_params", "weight_mode", "timesteps", "timesteps_params", "learned_weighting",
+    "learned_weighting_params",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,63 +56,60 @@ class NoiseSpec:
         return noise.input_scaled(self.schedule, self.input_scale)
 
 
-def _field_error(field: str, err: Exception) -> ValueError:
-    return ValueError(f"noise.{field}: {err}")
-
-
 def _as_dict(field: str, value: Any) -> dict:
     if value is None:
         return {}
     if hasattr(value, "to_dict"):
         value = value.to_dict()
     if not isinstance(value, Mapping):
-        raise ValueError(f"noise.{field} must be a dict, got {value!r}")
+        raise ConfigError(f"noise.{field}", f"got {value!r}", "a dict of parameters")
     return dict(value)
 
 
 def _choice(field: str, value: Any, known: list[str] | tuple[str, ...]) -> str:
     if value not in known:
-        raise ValueError(f"noise.{field}: unknown {value!r}; known: {list(known)}")
+        raise ConfigError(f"noise.{field}", f"unknown {value!r}", list(known))
     return value
 
 
-def make_noise_spec(noise_config: Any) -> NoiseSpec:
-    """Validate `config.noise` (ConfigDict or dict; fields and defaults in NOISE_FIELDS).
-
-    Every invalid field raises ValueError naming it, e.g.
-    "noise.schedule: unknown 'foo'; known: [...]" or "noise.input_scale must be > 0, got -1".
-    """
-    c = over_defaults("noise", noise_config, NOISE_FIELDS)
-    name = _choice("schedule", c["schedule"], noise.list_schedules())
+def _params(field: str, make: Callable[..., Any], *args: Any, params: Any) -> Any:
+    """``make(*args, **params)``; a bad parameter (the registry's ValueError: an unknown name
+    or a value out of range) becomes a ConfigError on ``noise.<field>``."""
     try:
-        schedule = noise.get_schedule(name, **_as_dict("schedule_params", c["schedule_params"]))
+        return make(*args, **_as_dict(field, params))
+    except ConfigError:
+        raise
     except ValueError as err:
-        raise _field_error("schedule_params", err) from None
+        raise ConfigError(f"noise.{field}", str(err)) from None
+
+
+def make_noise_spec(noise_config: Any) -> NoiseSpec:
+    """Validate `config.noise` (ConfigDict or dict with every field of NOISE_FIELDS, as the base
+    config holds them; unset parameters may be left out of the ``*_params`` dicts).
+
+    Every invalid field raises ConfigError naming it, e.g.
+    "noise.schedule: unknown 'foo'; allowed: ..." or "noise.input_scale: got -1; allowed: ...".
+    """
+    c = read_section("noise", noise_config, NOISE_FIELDS)
+    name = _choice("schedule", c["schedule"], noise.list_schedules())
+    schedule = _params("schedule_params", noise.get_schedule, name, params=c["schedule_params"])
     scale = c["input_scale"]
-    if isinstance(scale, bool) or not isinstance(scale, int | float | np.integer | np.floating):
-        raise ValueError(f"noise.input_scale must be a number > 0, got {scale!r}")
-    if not (scale > 0 and math.isfinite(scale)):
-        raise ValueError(f"noise.input_scale must be > 0, got {scale}")
+    is_number = isinstance(scale, int | float | np.integer | np.floating)
+    if isinstance(scale, bool) or not is_number or not (scale > 0 and math.isfinite(scale)):
+        raise ConfigError("noise.input_scale", f"got {scale!r}", "a finite number > 0")
     if not isinstance(c["normalize_input"], bool):
-        raise ValueError(
-            f"noise.normalize_input must be True or False, got {c['normalize_input']!r}"
-        )
+        raise ConfigError("noise.normalize_input", f"got {c['normalize_input']!r}", "True, False")
     target = _choice("target", c["target"], noise.TARGETS)
     wname = _choice("weighting", c["weighting"], noise.list_weightings())
-    try:
-        weighting = noise.get_weighting(
-            wname, **_as_dict("weighting_params", c["weighting_params"])
-        )
-    except ValueError as err:
-        raise _field_error("weighting_params", err) from None
+    weighting = _params(
+        "weighting_params", noise.get_weighting, wname, params=c["weighting_params"]
+    )
     weight_mode = _choice("weight_mode", c["weight_mode"], noise.WEIGHT_MODES)
     tname = _choice("timesteps", c["timesteps"], noise.list_timestep_samplers())
-    try:
-        sampler = noise.get_timestep_sampler(
-            tname, schedule, **_as_dict("timesteps_params", c["timesteps_params"])
-        )
-    except ValueError as err:
-        raise _field_error("timesteps_params", err) from None
+    sampler = _params(
+        "timesteps_params", noise.get_timestep_sampler, tname, schedule,
+        params=c["timesteps_params"],
+    )  # fmt: skip
     learned = noise.learned_weighting.get_learned_weighting(  # errors name the field
         c["learned_weighting"],
         **_as_dict("learned_weighting_params", c["learned_weighting_params"]),

@@ -32,9 +32,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from jaxdiff.cli import run
 from jaxdiff.data import latent_format
 from jaxdiff.data.sources import config_get, make_source
 from jaxdiff.distributed import init_distributed
+from jaxdiff.errors import ConfigError
 from jaxdiff.models import vae as vae_lib
 
 
@@ -196,9 +198,14 @@ def _run_chunks(source, encode, split_dir, todo, meta, num_threads, progress) ->
     bar.close()
 
 
-def define_flags(argv: Sequence[str]) -> flags.FlagValues:
-    """The command's flags on a fresh ``FlagValues`` (the CLI runs in-process too)."""
-    fv = flags.FlagValues()
+USAGE = (
+    "python -m jaxdiff.encode --config=configs/X.py[:variant] --vae=DIR --out=DIR "
+    "[--split=train] [--batch_size=64] [--flip] [--chunk_size=1024]"
+)
+
+
+def _define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+    """The command's flags on ``fv`` (a fresh ``FlagValues``: the CLI runs in-process too)."""
     f = dict(flag_values=fv)
     config_flags.DEFINE_config_file(
         "config", None, "Image dataset config (configs/X.py[:v]).", sys_argv=list(argv), **f
@@ -215,21 +222,41 @@ def define_flags(argv: Sequence[str]) -> flags.FlagValues:
     flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.", **f)
     flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.", **f)
     flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.", **f)
-    flags.mark_flags_as_required(["config", "vae", "out"], flag_values=fv)
-    return fv
 
 
-def cli(argv: Sequence[str]) -> int:
-    """``python -m jaxdiff.encode`` for ``argv`` (``argv[0]`` the program); exit status."""
-    fv = define_flags(argv)
+def _data_config(fv: flags.FlagValues) -> Any:
+    """``config.data`` of ``--config``; a ConfigError naming the flag where it cannot be."""
     try:
-        fv(list(argv))
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        data = fv.config.data  # a config file that failed to load raises only when read
+    except OSError:
+        path = config_flags.get_config_filename(fv["config"])
+        raise ConfigError("--config", f"cannot load {path!r}", "configs/X.py[:variant]") from None
+    except (AttributeError, KeyError):
+        raise ConfigError("config.data", "missing", "an image dataset section") from None
+    if config_get(data, "name") == "latents":
+        raise ConfigError(
+            "config.data.name",
+            "'latents': encode needs an image dataset",
+            "an image config, or --config.data.name=... --config.data.image_size=... "
+            "--config.data.channels=3",
+        )
+    return data
+
+
+def _command(fv: flags.FlagValues, args: list[str]) -> int:
+    del args
+    missing = [f"--{name}" for name in ("config", "vae", "out") if fv[name].value is None]
+    if missing:
+        raise ConfigError(", ".join(missing), "required")
+    for name in ("batch_size", "chunk_size", "num_threads"):
+        if fv[name].value < 1:
+            raise ConfigError(f"--{name}", f"got {fv[name].value}", "a positive integer")
+    data = _data_config(fv)
+    if not os.path.isdir(fv.vae):
+        raise ConfigError("--vae", f"no such directory {fv.vae!r}", "a VAE dir")
     init_distributed(fv.coordinator_address, fv.num_processes, fv.process_id)
     written = encode_dataset(
-        fv.config.data,
+        data,
         fv.vae,
         fv.out,
         split=fv.split,
@@ -246,6 +273,11 @@ def cli(argv: Sequence[str]) -> int:
         f"host {jax.process_index()}: wrote {len(written)} chunks; {len(missing)} missing overall"
     )
     return 0
+
+
+def cli(argv: Sequence[str]) -> int:
+    """``python -m jaxdiff.encode`` for ``argv`` (``argv[0]`` the program); exit status."""
+    return run(argv, lambda fv: _define(fv, argv), _command, USAGE, (0, 0))
 
 
 if __name__ == "__main__":

@@ -8,13 +8,13 @@
 
 Both are ``ValueError`` / ``RuntimeError`` subclasses, so library callers that catch those
 keep working. ``--verbosity=1`` (or higher) on the command line shows the traceback too.
-:func:`over_defaults` reads a config section (``noise``, ``diagnostics``) onto its defaults,
-refusing fields it does not know.
+:func:`read_section` reads a config section (``noise``, ``diagnostics``), refusing fields it does
+not know and, where the section has no defaults of its own, fields that are missing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -35,17 +35,31 @@ class RunError(RuntimeError):
     """The run stops before doing anything unsafe; the message says what to do."""
 
 
-def over_defaults(section: str, value: Any, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """``{**defaults, **value}`` for a config section ``value`` (ConfigDict or mapping).
+def read_section(
+    section: str, value: Any, fields: Sequence[str], *, defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A config section ``value`` (ConfigDict or mapping) as a plain dict of exactly ``fields``.
 
-    Raises ValueError ``<section> must be a ConfigDict or dict`` for anything else and
-    ``<section>: unknown field(s) [...]; known: [...]`` for a field not in ``defaults``.
+    Without ``defaults`` every field must be present: the base config
+    (``jaxdiff.training.config.base_config``) is the one place that holds defaults, and a
+    missing field is an error, not a silent fallback. ``defaults`` (a section's own defaults,
+    the very values the base config holds, e.g. ``diagnostics``) fills the fields a partial
+    override leaves out. Raises :class:`ConfigError` naming the section for anything but a
+    mapping, an unknown field (listing the known ones) or a missing one.
     """
     if hasattr(value, "to_dict"):
         value = value.to_dict()
     if not isinstance(value, Mapping):
-        raise ValueError(f"{section} must be a ConfigDict or dict, got {type(value).__name__}")
-    unknown = sorted(set(value) - set(defaults))
+        raise ConfigError(section, f"got {type(value).__name__}", "a ConfigDict or dict")
+    unknown = sorted(set(value) - set(fields))
     if unknown:
-        raise ValueError(f"{section}: unknown field(s) {unknown}; known: {sorted(defaults)}")
-    return {**defaults, **value}
+        raise ConfigError(section, f"unknown field(s) {unknown}", sorted(fields))
+    out = {**(defaults or {}), **value}
+    missing = [f for f in fields if f not in out]
+    if missing:
+        raise ConfigError(
+            f"{section}.{missing[0]}",
+            "missing" + (f" (and {missing[1:]})" if missing[1:] else ""),
+            "start from jaxdiff.training.config.base_config(), which holds every field",
+        )
+    return out

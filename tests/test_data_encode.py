@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_config import data_fields
 
 from jaxdiff import encode
 from jaxdiff.data import latent_format, make_iterator, make_source, sources
@@ -21,7 +22,9 @@ _VAE_CONFIG = dict(
 
 
 def _data_config(root: str) -> dict:
-    return dict(name="imagefolder", data_dir=root, image_size=16, channels=3, center_crop=True)
+    return data_fields(
+        name="imagefolder", data_dir=root, image_size=16, channels=3, center_crop=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +130,15 @@ def test_cli_with_saved_vae(setup, tmp_path):
 
 def test_read_back_as_latents(full):
     raw = latent_format.LatentDirSource(os.path.join(full, "train"))
-    cfg = dict(name="latents", data_dir=full, latent_scale=0.5, batch_size=4, random_flip=False)
+    cfg = data_fields(
+        name="latents",
+        data_dir=full,
+        latent_scale=0.5,
+        batch_size=4,
+        image_size=8,
+        channels=4,
+        random_flip=False,
+    )
     for sample in ("mean", "sample"):
         single = make_iterator(
             dict(cfg, latent_sample=sample), process_index=0, process_count=1, shuffle=False
@@ -158,17 +169,19 @@ def test_read_back_as_latents(full):
 def test_posterior_records_and_errors(tmp_path):
     rng = np.random.default_rng(0)
     mean, logvar = rng.normal(size=(2, 2, 4)), rng.normal(size=(2, 2, 4))
-    fn = sources._LatentRecord(dict(latent_scale=2.0))
+    fn = sources._LatentRecord(data_fields(latent_scale=2.0))
     ex = fn({"mean": mean, "logvar": logvar, "label": 7})
     np.testing.assert_allclose(ex["image"], 2.0 * mean, rtol=1e-6)
     np.testing.assert_allclose(ex["latent_std"], 2.0 * np.exp(0.5 * logvar), rtol=1e-6)
     assert ex["label"] == 7
-    ex = sources._LatentRecord(dict(latent_sample="mean"))({"mean": mean, "std": mean, "label": 1})
+    ex = sources._LatentRecord(data_fields(latent_sample="mean"))(
+        {"mean": mean, "std": mean, "label": 1}
+    )
     assert set(ex) == {"image", "label"}
     with pytest.raises(ValueError, match="data.latent_sample"):
-        sources._LatentRecord(dict(latent_sample="mode"))
+        sources._LatentRecord(data_fields(latent_sample="mode"))
     with pytest.raises(ValueError, match="data.tfds_name"):
-        make_source(dict(name="latents", data_dir=str(tmp_path)), "train")
+        make_source(data_fields(name="latents", data_dir=str(tmp_path)), "train")
     packed = latent_format.pack_record(mean, logvar, 3)
     back = latent_format.unpack_record(packed, (2, 2, 4))
     np.testing.assert_array_equal(back["mean"], mean.astype(np.float32))

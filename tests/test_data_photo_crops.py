@@ -5,6 +5,7 @@ import pickle
 import ml_collections
 import numpy as np
 import pytest
+from tiny_config import data_fields
 
 from jaxdiff.data import make_iterator, make_source, photo_crops
 
@@ -128,7 +129,7 @@ def test_bad_arguments():
 
 def test_make_source_and_pipeline():
     cfg = ml_collections.ConfigDict(
-        dict(name="photo_crops", image_size=16, channels=3, batch_size=8, num_classes=16)
+        data_fields(name="photo_crops", image_size=16, channels=3, batch_size=8, num_classes=16)
     )
     source = make_source(cfg, "test")
     assert isinstance(source, photo_crops.PhotoCrops) and source.split == "test"
@@ -136,6 +137,6 @@ def test_make_source_and_pipeline():
     assert batch["image"].shape == (8, 16, 16, 3) and batch["label"].shape == (8,)
     assert set(np.asarray(batch["label"]).tolist()) <= set(range(16))
     with pytest.raises(ValueError, match="num_classes"):
-        make_source(dict(name="photo_crops", image_size=16, channels=3, num_classes=10))
+        make_source(data_fields(name="photo_crops", image_size=16, channels=3, num_classes=10))
     with pytest.raises(ValueError, match="data.image_size"):
-        make_source(dict(name="photo_crops", image_size=48, channels=3))
+        make_source(data_fields(name="photo_crops", image_size=48, channels=3, num_classes=16))

@@ -8,12 +8,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
+from tiny_config import data_fields
 
 from jaxdiff.data import make_iterator, make_source, pipeline, sources
 
 
 def _digits_config(batch_size=8, **kw):
-    cfg = dict(name="digits", image_size=8, channels=1, batch_size=batch_size, random_flip=True)
+    cfg = data_fields(
+        name="digits", image_size=8, channels=1, batch_size=batch_size, random_flip=True
+    )
     cfg.update(kw)
     return cfg
 
@@ -39,7 +42,7 @@ class _IndexSource:
 
 def _index_stream(n, global_batch, process_index, process_count, steps, seed=0, shuffle=True):
     ds = pipeline.make_dataset(
-        {"batch_size": global_batch, "random_flip": False},
+        data_fields(batch_size=global_batch, random_flip=False),
         seed=seed,
         process_index=process_index,
         process_count=process_count,
@@ -96,7 +99,7 @@ def test_shards_disjoint_and_complete_per_epoch():
 
 def test_random_flip_is_a_fair_deterministic_coin():
     src = _IndexSource(64)
-    cfg = {"batch_size": 64, "random_flip": True}
+    cfg = data_fields(batch_size=64, random_flip=True)
     ds = pipeline.make_dataset(cfg, seed=5, process_index=0, process_count=1, source=src)
     batch = next(iter(ds))
     flipped = batch["image"][:, 0, 1, 0] == -1.0  # the marked corner moved to the right
@@ -172,7 +175,7 @@ def _write_folder(root):
 
 def test_imagefolder(tmp_path):
     _write_folder(tmp_path)
-    cfg = dict(name="imagefolder", data_dir=str(tmp_path), image_size=8, channels=3)
+    cfg = data_fields(name="imagefolder", data_dir=str(tmp_path), image_size=8, channels=3)
     cfg.update(batch_size=5, center_crop=True, random_flip=False)
     src = make_source(cfg, "train")
     assert len(src) == 5 and src.classes == ["apple", "zebra"]
@@ -203,7 +206,7 @@ def test_center_crop_against_numpy():
 
 def test_errors():
     with pytest.raises(ValueError, match="data.name"):
-        make_source({"name": "no_such_dataset_xyz", "image_size": 8, "channels": 1}, "train")
+        make_source(data_fields(name="no_such_dataset_xyz", image_size=8, channels=1), "train")
     with pytest.raises(ValueError, match="data.batch_size"):
         make_iterator(_digits_config(batch_size=6), process_index=0, process_count=4)
     with pytest.raises(ValueError, match="data.batch_size"):
@@ -211,4 +214,4 @@ def test_errors():
     with pytest.raises(ValueError, match="data.channels"):
         make_source(_digits_config(channels=2), "train")
     with pytest.raises(ValueError, match="data.data_dir"):
-        make_source({"name": "imagefolder", "data_dir": None, "channels": 3}, "train")
+        make_source(data_fields(name="imagefolder", data_dir=None, channels=3), "train")

@@ -16,10 +16,10 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from absl import flags
 from PIL import Image
 from tensorflow_datasets.datasets.imagenet2012 import imagenet2012_dataset_builder as inet_builder
 from tensorflow_datasets.image_classification import cifar
+from tiny_config import data_fields
 
 from jaxdiff.data import make_source, prepare, sources
 from jaxdiff.training import loop
@@ -76,26 +76,21 @@ def no_network(monkeypatch):
     return attempts
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def prepare_cli():
-    """Runs `python -m jaxdiff.data.prepare ARGS` in this process: (exit code, output)."""
-    prepare.define_flags()
+    """Runs `python -m jaxdiff.data.prepare ARGS` in this process: (exit status, its stdout
+    on success, else its stderr from the `error:` line on, without the usage line; TFDS's
+    progress bars come before)."""
 
     def run(args, capsys):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["prepare", *args])
-        code = 0
-        try:
-            prepare.main([])
-        except SystemExit as stop:
-            code, msg = 1, str(stop.code)
-        else:
-            msg = capsys.readouterr().out
-        return code, msg
+        code = prepare.cli(["prepare", *args])
+        out, err = capsys.readouterr()
+        if code == 0:
+            return code, out
+        lines = err[err.index("error: ") :].rstrip("\n").splitlines()
+        return code, "\n".join(line for line in lines if not line.startswith("usage: "))
 
-    yield run
-    for name in ("dataset", "data_dir", "manual_dir", "download", "download_dir"):
-        delattr(flags.FLAGS, name)
+    return run
 
 
 def _command_flags(message: str, manual_dir: str) -> list[str]:
@@ -115,7 +110,7 @@ def _tiny_cifar10(data_dir: str):
 
 def test_unprepared_dataset_is_one_line_naming_the_command(tmp_path, no_network):
     data_dir = str(tmp_path / "tfds")
-    cfg = dict(name="cifar10", data_dir=data_dir, image_size=16)
+    cfg = data_fields(name="cifar10", data_dir=data_dir, image_size=16)
     with pytest.raises(ValueError) as err:
         make_source(cfg, "train")
     msg = str(err.value)
@@ -129,13 +124,13 @@ def test_unprepared_dataset_is_one_line_naming_the_command(tmp_path, no_network)
     assert not no_network and not os.path.exists(os.path.join(data_dir, "cifar10"))
     # A manual-download dataset says that TFDS cannot download it.
     with pytest.raises(ValueError, match="ILSVRC2012_img_train.tar .*cannot download"):
-        make_source(dict(name="imagenet2012", data_dir=data_dir), "train")
+        make_source(data_fields(name="imagenet2012", data_dir=data_dir), "train")
     with pytest.raises(ValueError, match=r"Imagenet64_val_npz.zip, or .* --download"):
-        make_source(dict(name="imagenet_resized/64x64", data_dir=data_dir), "train")
+        make_source(data_fields(name="imagenet_resized/64x64", data_dir=data_dir), "train")
     with pytest.raises(ValueError, match="data.name: 'no_such_set' is not a TFDS dataset"):
-        make_source(dict(name="no_such_set", data_dir=data_dir), "train")
+        make_source(data_fields(name="no_such_set", data_dir=data_dir), "train")
     with pytest.raises(ValueError, match="^data.name: .*BuilderConfig 65x65 not found"):
-        make_source(dict(name="imagenet_resized/65x65", data_dir=data_dir), "train")
+        make_source(data_fields(name="imagenet_resized/65x65", data_dir=data_dir), "train")
     assert not no_network
 
 
@@ -145,13 +140,19 @@ def test_prepare_refuses_missing_and_unofficial_files(tmp_path, no_network, prep
     args = [f"--data_dir={data_dir}", f"--manual_dir={manual}"]
     code, msg = prepare_cli(["--dataset=cifar10", *args], capsys)
     assert code == 1 and "\n" not in msg
-    assert msg.startswith(f"prepare: cifar10: {_FILE} is not in --manual_dir={manual}")
+    assert msg.startswith(f"error: cifar10: {_FILE} is not in --manual_dir={manual}")
     # A file that is not the official archive fails TFDS's registered size/SHA-256 check.
     write_cifar10_archive(str(manual / _FILE))
     code, msg = prepare_cli(["--dataset=cifar10", *args], capsys)
-    assert code == 1 and "has wrong checksum" in msg and "c4a38c50a1bc5f3a" in msg
+    assert code == 1 and "\n" not in msg and msg.startswith("error: cifar10: ")
+    assert "has wrong checksum" in msg and "c4a38c50a1bc5f3a" in msg
+    # A bad --dataset is a usage error (status 2) naming the flag, as is a missing one.
     code, msg = prepare_cli(["--dataset=no_such_set", *args], capsys)
-    assert code == 1 and "'no_such_set' is not a TFDS dataset" in msg
+    assert code == 2 and msg.startswith("error: --dataset: 'no_such_set' is not a TFDS dataset")
+    code, msg = prepare_cli(["--dataset=imagenet_resized/65x65", *args], capsys)
+    assert code == 2 and "\n" not in msg and "BuilderConfig 65x65 not found" in msg
+    code, msg = prepare_cli(args, capsys)
+    assert code == 2 and msg.startswith("error: --dataset: required")
     assert not no_network and not tfds.builder("cifar10", data_dir=data_dir).is_prepared()
 
 
@@ -173,7 +174,7 @@ def test_prepared_cifar10_is_read_and_trains(
 
     # The command from the not-prepared message, with the user's folder filled in.
     with pytest.raises(ValueError) as err:
-        make_source(dict(name="cifar10", data_dir=data_dir), "train")
+        make_source(data_fields(name="cifar10", data_dir=data_dir), "train")
     code, out = prepare_cli(_command_flags(str(err.value), str(manual)), capsys)
     assert code == 0, out
     assert "(test: 8, train: 20)" in out and f"--config.data.data_dir={data_dir}" in out
@@ -181,7 +182,7 @@ def test_prepared_cifar10_is_read_and_trains(
     assert builder.is_prepared() and builder.info.file_format.value == "array_record"
 
     for split, (images, labels) in want.items():
-        src = make_source(dict(name="cifar10", data_dir=data_dir, image_size=32), split)
+        src = make_source(data_fields(name="cifar10", data_dir=data_dir, image_size=32), split)
         assert len(src) == len(images)
         by_bytes = {
             x.tobytes(): y for x, y in zip(images, labels, strict=True)
@@ -191,7 +192,7 @@ def test_prepared_cifar10_is_read_and_trains(
             u8 = np.round((ex["image"] + 1.0) * 127.5).astype(np.uint8)
             assert by_bytes.pop(u8.tobytes()) == ex["label"]
         assert not by_bytes  # every image of the archive, each once
-    small = make_source(dict(name="cifar10", data_dir=data_dir, image_size=16), "test")[0]
+    small = make_source(data_fields(name="cifar10", data_dir=data_dir, image_size=16), "test")[0]
     assert small["image"].shape == (16, 16, 3)
 
     # A few training steps read it (the digits' tiny DiT, cheap to compile, on CIFAR-10).
@@ -208,7 +209,7 @@ def test_tfrecord_dataset_says_to_prepare_array_record(tmp_path):
     builder = JaxdiffTinyTfrecord(data_dir=data_dir, file_format="tfrecord")
     builder.download_and_prepare()
     with pytest.raises(ValueError, match="data.data_dir: .*tfrecord format.*--data_dir=NEW"):
-        sources.make_source(dict(name="jaxdiff_tiny_tfrecord", data_dir=data_dir), "train")
+        sources.make_source(data_fields(name="jaxdiff_tiny_tfrecord", data_dir=data_dir), "train")
 
 
 class JaxdiffTinyTfrecord(tfds.core.GeneratorBasedBuilder):
@@ -272,7 +273,9 @@ def test_imagenet2012_from_the_manual_tars(tmp_path, no_network):
     (manual / "ILSVRC2012_img_val.tar").write_bytes(_tar(val_files))
 
     prepare.prepare_dataset("imagenet2012", data_dir, manual_dir=str(manual))
-    cfg = dict(name="imagenet2012", data_dir=data_dir, image_size=40, center_crop=True)
+    cfg = data_fields(
+        name="imagenet2012", data_dir=data_dir, image_size=40, channels=3, center_crop=True
+    )
     for split, want in [("train", train), ("validation", val)]:
         src = make_source(cfg, split)
         got = {src[k]["image"].tobytes(): int(src[k]["label"]) for k in range(len(src))}

@@ -4,6 +4,7 @@ array_record dataset (images and latents) written by the test and read back from
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from tiny_config import data_fields
 
 from jaxdiff.data import make_iterator, make_source, sources
 
@@ -55,7 +56,7 @@ def tiny_dir(tmp_path_factory):
 
 
 def test_mock_data_source_cifar10():
-    cfg = dict(name="cifar10", image_size=16, channels=3, batch_size=8, random_flip=True)
+    cfg = data_fields(name="cifar10", image_size=16, channels=3, batch_size=8, random_flip=True)
     with tfds.testing.mock_data(num_examples=24):
         src = make_source(cfg, "train")
         assert len(src) == 24
@@ -70,7 +71,7 @@ def test_mock_data_source_cifar10():
 
 
 def test_tfds_images_from_array_record(tiny_dir):
-    cfg = dict(name="jaxdiff_test_tiny", data_dir=tiny_dir, image_size=8, channels=3)
+    cfg = data_fields(name="jaxdiff_test_tiny", data_dir=tiny_dir, image_size=8, channels=3)
     cfg.update(center_crop=True, batch_size=4)
     for split, n, seed in [("train", _N_TRAIN, 0), ("test", _N_TEST, 1)]:
         src = make_source(cfg, split)
@@ -91,7 +92,7 @@ def test_tfds_images_from_array_record(tiny_dir):
 
 
 def test_latents_from_array_record(tiny_dir):
-    cfg = dict(name="latents", tfds_name="jaxdiff_test_tiny", data_dir=tiny_dir)
+    cfg = data_fields(name="latents", tfds_name="jaxdiff_test_tiny", data_dir=tiny_dir)
     cfg.update(image_key="latent", label_key="label", latent_scale=0.5, batch_size=6)
     src = make_source(cfg, "train")
     expected = {(_example(i, 0)["latent"] * 0.5).tobytes(): i % 3 for i in range(_N_TRAIN)}

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_config import noise_fields
 
 from jaxdiff import diagnostics as dg
 from jaxdiff import noise
@@ -69,7 +70,7 @@ def test_gaussian_elbo_equals_closed_form(dtype):
     x, y, params, m, s2 = gaussian_problem(512, dtype)
     direct, decomposed = gaussian_elbo_reference(m, s2)
     np.testing.assert_allclose(direct, decomposed, rtol=1e-12)
-    spec = make_noise_spec({})
+    spec = make_noise_spec(noise_fields())
     out = dg.estimate_elbo(
         EXACT, spec, params, x, y, entropy=(1,), lam_min=LAM_MIN, lam_max=LAM_MAX,
         samples=8, decoder="gaussian",
@@ -119,7 +120,7 @@ def test_elbo_does_not_depend_on_the_training_schedule():
     x, y, params, m, s2 = gaussian_problem(128, np.float32)
     values = []
     for cfg in SPECS:
-        spec = make_noise_spec(cfg)
+        spec = make_noise_spec(noise_fields(**cfg))
         den = dg.network_denoiser(_scaled_network(spec, params), spec)
         out = dg.estimate_elbo(
             den, spec, params, x, y, entropy=(3,), lam_min=LAM_MIN, lam_max=LAM_MAX,
@@ -142,7 +143,7 @@ def _recording_network(seen):
 
 def test_network_denoiser_feeds_the_training_input():
     for cfg in SPECS:
-        spec = make_noise_spec(cfg)
+        spec = make_noise_spec(noise_fields(**cfg))
         seen = {}
         apply_fn = _recording_network(seen)
 
@@ -164,7 +165,7 @@ def test_network_denoiser_feeds_the_training_input():
 )
 def test_loss_per_lambda_of_exact_denoiser_is_the_mmse(cfg, dtype_name):
     with jax.enable_x64(dtype_name == "float64"):
-        _check_mmse(make_noise_spec(cfg), np.dtype(dtype_name))
+        _check_mmse(make_noise_spec(noise_fields(**cfg)), np.dtype(dtype_name))
 
 
 def _check_mmse(spec, dtype):
@@ -186,7 +187,7 @@ def _check_mmse(spec, dtype):
 
 
 def test_bin_range_rule():
-    spec = make_noise_spec({"schedule": "cosine", "input_scale": 0.5})
+    spec = make_noise_spec(noise_fields(schedule="cosine", input_scale=0.5))
     edges = dg.lambda_bin_edges(spec, 40, tail_mass=1e-3)
     # cosine: λ(t) = −2·log tan(πt/2); input scaling shifts by 2·log b.
     hi = -2 * math.log(math.tan(math.pi * 1e-3 / 2)) + 2 * math.log(0.5)
@@ -201,7 +202,7 @@ def test_bin_range_rule():
 
 def test_evaluation_does_not_depend_on_batch_size():
     x, y, params, _, _ = gaussian_problem(24, np.float32)
-    spec = make_noise_spec({"target": "v"})
+    spec = make_noise_spec(noise_fields(target="v"))
     edges = dg.lambda_bin_edges(spec, 3)
     a = dg.loss_per_lambda(EXACT, spec, params, x, y, edges, entropy=(0,), batch_size=7)
     b = dg.loss_per_lambda(EXACT, spec, params, x, y, edges, entropy=(0,), batch_size=64)
@@ -223,7 +224,8 @@ def test_uniform_8bit_data_costs_8_bits_per_dim():
     k = np.random.default_rng(0).integers(0, 256, (n, *shape))
     x = (k / 127.5 - 1.0).astype(np.float32)
     out = dg.estimate_elbo(
-        dg.Denoiser(posterior_mean, "x0"), make_noise_spec({}), None, x, np.zeros(n, np.int32),
+        dg.Denoiser(posterior_mean, "x0"), make_noise_spec(noise_fields()), None, x,
+        np.zeros(n, np.int32),
         entropy=(0,), lam_min=LAM_MIN, lam_max=LAM_MAX, samples=8, decoder="discrete",
     )  # fmt: skip
     a2 = 1 / (1 + math.exp(-LAM_MIN))
@@ -280,7 +282,7 @@ def _linear_denoiser():
 
 
 def test_grad_variance_against_brute_force(dtype):
-    spec = make_noise_spec({"target": "eps", "weighting": "min_snr"})
+    spec = make_noise_spec(noise_fields(target="eps", weighting="min_snr"))
     den = _linear_denoiser()
     rng = np.random.default_rng(0)
     d = math.prod(SHAPE)

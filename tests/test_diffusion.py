@@ -6,24 +6,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from tiny_config import noise_fields
 
 from jaxdiff import diffusion, noise
+from jaxdiff.errors import ConfigError
 
 
 def _config(**overrides):
-    base = dict(
-        schedule="laplace",
-        schedule_params={"b": 0.5},
-        input_scale=1.0,
-        normalize_input=False,
-        target="eps",
-        weighting="snr",
-        weighting_params={},
-        weight_mode="sample",
-        timesteps="uniform",
-        timesteps_params={},
-    )
-    return {**base, **overrides}
+    """The base config's noise section on Laplace (b = 0.5), with ``overrides``."""
+    return noise_fields(**{"schedule": "laplace", "schedule_params": {"b": 0.5}, **overrides})
 
 
 def test_make_noise_spec_from_config_dict_and_dict():
@@ -36,7 +27,7 @@ def test_make_noise_spec_from_config_dict_and_dict():
     assert spec.schedule == noise.get_schedule("laplace", b=0.5)
     assert spec.weighting == noise.get_weighting("min_snr", gamma=4.0)
     assert isinstance(spec.timestep_sampler, noise.UniformSampler)
-    defaults = diffusion.make_noise_spec({"schedule": "cosine"})
+    defaults = diffusion.make_noise_spec(noise_fields(schedule="cosine"))
     assert (defaults.input_scale, defaults.normalize_input, defaults.weight_mode) == (
         1.0,
         False,
@@ -49,35 +40,40 @@ def test_make_noise_spec_from_config_dict_and_dict():
 @pytest.mark.parametrize(
     "overrides,match",
     [
-        ({"schedule": "foo"}, r"noise.schedule: unknown 'foo'; known: \[.*'laplace'"),
+        ({"schedule": "foo"}, r"noise.schedule: unknown 'foo'; allowed: .*laplace"),
         ({"schedule_params": {"b": -1.0}}, "noise.schedule_params: .*b must be > 0"),
         ({"schedule_params": {"q": 1.0}}, r"noise.schedule_params: .*unknown parameter.*'q'"),
-        ({"input_scale": -1}, "noise.input_scale must be > 0, got -1"),
-        ({"input_scale": 0.0}, "noise.input_scale must be > 0"),
-        ({"input_scale": "big"}, "noise.input_scale must be a number"),
-        ({"normalize_input": "yes"}, "noise.normalize_input must be True or False"),
-        (
-            {"target": "score"},
-            r"noise.target: unknown 'score'; known: \['eps', 'x0', 'v', 'flow'\]",
-        ),
-        ({"weighting": "lsnr"}, r"noise.weighting: unknown 'lsnr'; known: \["),
+        ({"input_scale": -1}, "noise.input_scale: got -1; allowed: a finite number > 0"),
+        ({"input_scale": 0.0}, "noise.input_scale: got 0.0"),
+        ({"input_scale": "big"}, "noise.input_scale: got 'big'"),
+        ({"input_scale": True}, "noise.input_scale: got True"),
+        ({"normalize_input": "yes"}, "noise.normalize_input: got 'yes'; allowed: True, False"),
+        ({"target": "score"}, "noise.target: unknown 'score'; allowed: eps, x0, v, flow$"),
+        ({"weighting": "lsnr"}, "noise.weighting: unknown 'lsnr'; allowed: "),
         (
             {"weighting": "min_snr", "weighting_params": {"gamma": 0}},
             "noise.weighting_params: .*gamma",
         ),
-        (
-            {"weight_mode": "both"},
-            r"noise.weight_mode: unknown 'both'; known: \['sample', 'density'\]",
-        ),
-        ({"timesteps": "learned"}, r"noise.timesteps: unknown 'learned'; known: \["),
+        ({"weight_mode": "both"}, "noise.weight_mode: unknown 'both'; allowed: sample, density$"),
+        ({"timesteps": "learned"}, "noise.timesteps: unknown 'learned'; allowed: "),
         ({"timesteps": "importance"}, "noise.timesteps_params: .*'proposal'"),
-        ({"schedule_params": 3}, "noise.schedule_params must be a dict"),
-        ({"typo": 1}, r"noise: unknown field\(s\) \['typo'\]"),
+        ({"schedule_params": 3}, "noise.schedule_params: got 3; allowed: a dict of parameters"),
+        ({"typo": 1}, r"noise: unknown field\(s\) \['typo'\]; allowed: "),
     ],
 )
 def test_make_noise_spec_errors_name_the_field(overrides, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         diffusion.make_noise_spec(_config(**overrides))
+
+
+@pytest.mark.parametrize("field", diffusion.NOISE_FIELDS)
+def test_every_noise_field_is_required(field):
+    """The base config is the one place with defaults: a section without a field is refused,
+    naming it, instead of falling back to a second copy of the default."""
+    partial = {k: v for k, v in _config().items() if k != field}
+    with pytest.raises(ConfigError, match=f"^noise.{field}: missing; allowed: start from"):
+        diffusion.make_noise_spec(partial)
+    assert set(_config()) == set(diffusion.NOISE_FIELDS)  # the base config has every field
 
 
 def _toy_denoiser(x_t, lam):

@@ -3,6 +3,7 @@
 import ml_collections
 import numpy as np
 import pytest
+from tiny_config import data_fields
 
 from jaxdiff.data import make_source
 from jaxdiff.evaluation import (
@@ -35,7 +36,7 @@ def test_every_dataset_with_a_metric_is_covered():
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_metric_per_dataset(name, tmp_path):
     fields, cls = CASES[name]
-    cfg = ml_collections.ConfigDict(dict(name=name, batch_size=8, **fields))
+    cfg = ml_collections.ConfigDict(data_fields(name=name, batch_size=8, **fields))
     metric = quality.get_quality_metric(cfg, str(tmp_path))
     assert isinstance(metric, cls)
     assert quality.get_quality_metric(cfg, str(tmp_path)) is metric  # built once
@@ -53,8 +54,10 @@ def test_metric_per_dataset(name, tmp_path):
 
 
 def test_no_metric_and_bad_fields():
-    assert quality.get_quality_metric(dict(name="cifar10", image_size=32, channels=3)) is None
+    assert (
+        quality.get_quality_metric(data_fields(name="cifar10", image_size=32, channels=3)) is None
+    )
     with pytest.raises(ValueError, match="data.image_size"):
-        quality.get_quality_metric(dict(name="digits", image_size=0, channels=1))
+        quality.get_quality_metric(data_fields(name="digits", image_size=0, channels=1))
     with pytest.raises(ValueError, match="data.channels"):
-        quality.get_quality_metric(dict(name="photo_crops", image_size=16, channels=4))
+        quality.get_quality_metric(data_fields(name="photo_crops", image_size=16, channels=4))

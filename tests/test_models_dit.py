@@ -1,4 +1,7 @@
-"""DiT, registry, dense custom VJP and conditioning map tests (tiny widths, CPU)."""
+"""DiT, registry, model protocol, dense custom VJP and conditioning map tests (tiny widths,
+CPU)."""
+
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +9,7 @@ import numpy as np
 import pytest
 from tiny_config import RIN_TINY, perturbed
 
-from jaxdiff.models import conditioning, get_model, list_models
+from jaxdiff.models import DiffusionModel, conditioning, get_model, list_models
 from jaxdiff.models.layers import fast_grad_matmul, gelu_tanh
 
 
@@ -45,13 +48,45 @@ def test_every_registry_entry_runs_at_tiny_width(name):
     # shapes only (eval_shape traces init and apply without computing); tiny models run
     # numerically in the other tests
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, cond, y))
-    out = jax.eval_shape(lambda v: model.apply(v, x, cond, y), variables)
-    if name.startswith("RIN"):
-        out, latents = out
-        assert latents.shape == (1, model.num_latents, model.latent_dim)
     channels = model.in_channels * (2 if model.learn_sigma else 1)
-    assert out.shape == (*x.shape[:3], channels)
-    assert out.dtype == jnp.float32
+    # every model's __call__ and protocol methods return the same kinds of things
+    out = jax.eval_shape(lambda v: model.apply(v, x, cond, y), variables)
+    trained = jax.eval_shape(
+        lambda v: model.train_apply(v, x, cond, y, jax.random.key(1), train=True), variables
+    )
+    carry = model.initial_carry(1)
+    sampled, next_carry = jax.eval_shape(
+        lambda v: model.sample_apply(v, x, cond, y, carry), variables
+    )
+    for o in (out, trained, sampled):
+        assert isinstance(o, jax.ShapeDtypeStruct)
+        assert o.shape == (*x.shape[:3], channels)
+        assert o.dtype == jnp.float32
+    assert jax.tree.structure(next_carry) == jax.tree.structure(carry)
+    for a, b in zip(jax.tree.leaves(next_carry), jax.tree.leaves(carry), strict=True):
+        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registry_entry_is_a_diffusion_model(name):
+    model = get_model(name)  # unbound and uninitialised: no parameters are built
+    assert isinstance(model, DiffusionModel)
+
+
+def _signature(fn) -> list[tuple]:
+    """Parameter names, kinds and defaults (annotations differ in spelling only)."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
+def test_every_model_class_has_the_protocol_signatures():
+    """One shared signature: no model-specific argument in the protocol's methods."""
+    classes = {type(get_model(name)) for name in list_models()}
+    assert len(classes) >= 2
+    for method in ("__call__", "train_apply", "initial_carry", "sample_apply"):
+        want = _signature(getattr(DiffusionModel, method))
+        for cls in classes:
+            assert _signature(getattr(cls, method)) == want, (cls.__name__, method)
+    assert not isinstance(object(), DiffusionModel)
 
 
 @pytest.mark.parametrize(

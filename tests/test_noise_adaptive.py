@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 from sklearn.feature_selection import SelectKBest, f_regression
+from tiny_config import noise_fields
 
 from jaxdiff import diffusion, noise
 from jaxdiff.noise import adaptive_policy as policy
@@ -500,7 +501,7 @@ def test_bad_parameters_name_the_field(params, field):
     with pytest.raises(ValueError, match=field):
         noise.get_timestep_sampler("adaptive", COSINE, **params)
     with pytest.raises(ValueError, match=f"noise.timesteps_params.*{field}"):
-        diffusion.make_noise_spec({"timesteps": "adaptive", "timesteps_params": params})
+        diffusion.make_noise_spec(noise_fields(timesteps="adaptive", timesteps_params=params))
 
 
 def test_defaults_and_misuse():

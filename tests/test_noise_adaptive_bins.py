@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import integrate, stats
+from tiny_config import noise_fields
 
 from jaxdiff import diffusion, noise
 
@@ -148,15 +149,14 @@ def test_bad_parameters_name_the_field(params, field):
     with pytest.raises(ValueError, match=field):
         _sampler(**params)
     with pytest.raises(ValueError, match=f"noise.timesteps_params.*{field}"):
-        diffusion.make_noise_spec({"timesteps": "adaptive_bins", "timesteps_params": params})
+        diffusion.make_noise_spec(noise_fields(timesteps="adaptive_bins", timesteps_params=params))
 
 
 def test_works_in_the_existing_loss():
     """`sample(key, n, state)` keeps the old signature, so diffusion_loss can use it now."""
     spec = diffusion.make_noise_spec(
-        {"timesteps": "adaptive_bins", "weight_mode": "density", "target": "x0",
-         "weighting": "x0"}
-    )  # fmt: skip
+        noise_fields(timesteps="adaptive_bins", weight_mode="density", target="x0", weighting="x0")
+    )
     smp = spec.timestep_sampler
     assert smp.stateful and smp.update_every == 1
     x0 = jnp.ones((8, 4, 4, 1))

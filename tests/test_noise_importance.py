@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 from test_noise_reference import ref_density, ref_tails, reference
+from tiny_config import noise_fields
 
 from jaxdiff import diffusion, noise
 
@@ -135,7 +136,7 @@ F_MSE = lambda lam: 1.0 / (1.0 + np.exp(-lam)) * (1.0 + 0.3 * np.sin(lam)) + 0.0
 def _density_spec(i, **extra):
     name, params = SCHEDULES[i]
     cfg = dict(schedule=name, schedule_params=params, weighting="min_snr", weight_mode="density")
-    return diffusion.make_noise_spec({**cfg, **extra})
+    return diffusion.make_noise_spec(noise_fields(**cfg, **extra))
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.5])

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
+from tiny_config import noise_fields
 
 from jaxdiff import diffusion, noise
 from jaxdiff.training import loop
@@ -103,7 +104,7 @@ def test_bad_parameters_name_the_field(params, field):
     with pytest.raises(ValueError, match=field):
         noise.get_timestep_sampler("speed", noise.get_schedule("cosine"), **params)
     with pytest.raises(ValueError, match=f"noise.timesteps_params.*{field}"):
-        diffusion.make_noise_spec({"timesteps": "speed", "timesteps_params": params})
+        diffusion.make_noise_spec(noise_fields(timesteps="speed", timesteps_params=params))
 
 
 @pytest.mark.parametrize("name", ["cosine", "flow"])

@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from tiny_config import noise_fields
 
 from jaxdiff import diffusion, models, noise
 from jaxdiff.training import generate, loop, optim
@@ -44,7 +45,7 @@ def test_bin_stats_equal_numpy_histograms():
 
 def _spy_step(label_dropout: float, seen: list):
     """A train step whose network records the labels it is given."""
-    spec = diffusion.make_noise_spec({})
+    spec = diffusion.make_noise_spec(noise_fields())
 
     def apply_fn(params, x_t, lam, y, key, train):
         jax.debug.callback(lambda v: seen.append(np.asarray(v)), y)
@@ -99,7 +100,7 @@ def test_train_step_clips_gradients_with_adamw():
     the raw gradients (Adam is scale-free per step: both steps have norm > c and different
     norms, so the clipped and unclipped runs differ)."""
     clip, lr, wd = 0.05, 0.1, 0.01
-    spec = diffusion.make_noise_spec({"target": "x0"})
+    spec = diffusion.make_noise_spec(noise_fields(target="x0"))
     params = {"w": jnp.asarray(0.3), "b": jnp.asarray(-0.2)}
 
     def make_step(grad_clip):

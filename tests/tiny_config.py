@@ -28,6 +28,22 @@ def tiny(**overrides):
     return c
 
 
+def noise_fields(**fields):
+    """The base config's ``noise`` section (every field, as ``make_noise_spec`` requires) as a
+    plain dict, with ``fields`` changed."""
+    from jaxdiff.training.config import base_config, noise_config
+
+    return {**noise_config(base_config()), **fields}
+
+
+def data_fields(**fields):
+    """The base config's ``data`` section (every field, as the data layer requires) as a plain
+    dict, with ``fields`` changed."""
+    from jaxdiff.training.config import base_config
+
+    return {**base_config().data.to_dict(), **fields}
+
+
 def tiny_run_config(**overrides):
     """The config of the suite's shared trained work dir (the ``tiny_run`` fixture): 4 steps,
     checkpoints 2 and 4, a metrics row every step; resuming it needs the same config."""

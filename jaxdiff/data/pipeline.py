@@ -194,17 +194,17 @@ def make_dataset(
         process_count=int(process_count),
         seed=int(seed),
         shuffle=shuffle,
-        random_flip=bool(config_get(data_config, "random_flip", False)),
+        random_flip=bool(config_get(data_config, "random_flip")),
         num_epochs=num_epochs,
     )
     # Whole local batches are the elements that threads and worker processes produce: worker
     # w of W makes batches w, w + W, ... and Grain interleaves them back in order, so the
     # stream never depends on worker_count or num_threads.
     batches = ds.batch(local_batch, drop_remainder=True)
-    threads = int(config_get(data_config, "num_threads", 2) or 0)
+    threads = int(config_get(data_config, "num_threads") or 0)
     read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, 2 * threads))
     iter_ds = batches.to_iter_dataset(read)
-    workers = int(config_get(data_config, "worker_count", 0) or 0)
+    workers = int(config_get(data_config, "worker_count") or 0)
     if workers > 0:
         _mark_flags_parsed()
         iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))

@@ -28,11 +28,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import flags
 from tensorflow_datasets.core.download import download_manager as tfds_dm
+
+from jaxdiff.cli import run
+from jaxdiff.errors import ConfigError, RunError
 
 COMMAND = ".venv/bin/python -m jaxdiff.data.prepare"
 ARRAY_RECORD = "array_record"
+EXAMPLES = "a TFDS name, e.g. cifar10, imagenet2012, imagenet_resized/64x64"
 
 
 class MissingFileError(RuntimeError):
@@ -143,11 +147,17 @@ def prepare_dataset(
 
     `manual_dir` (default `DATA_DIR/downloads/manual`) holds the input files; `download`
     lets TFDS fetch the missing ones into `download_dir` (default `DATA_DIR/downloads`).
-    An already prepared dataset is left as it is. Raises `MissingFileError` (a needed file
-    absent and `download` off), TFDS's `NonMatchingChecksumError` (a file that is not the
-    one TFDS registered), or ValueError (prepared in a format other than array_record).
+    An already prepared dataset is left as it is. Raises `ConfigError` naming `--dataset`
+    (a name or config TFDS does not know), `MissingFileError` (a needed file absent and
+    `download` off), TFDS's `NonMatchingChecksumError` (a file that is not the one TFDS
+    registered), or ValueError (prepared in a format other than array_record).
     """
-    builder = tfds.builder(name, data_dir=data_dir, file_format=ARRAY_RECORD)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir, file_format=ARRAY_RECORD)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ConfigError("--dataset", f"{name!r} is not a TFDS dataset", EXAMPLES) from None
+    except (ValueError, AssertionError) as err:  # an unknown config or version
+        raise ConfigError("--dataset", f"{name!r}: {' '.join(str(err).split())}") from None
     if builder.is_prepared():
         fmt = builder.info.file_format
         if fmt is not None and fmt.value != ARRAY_RECORD:
@@ -172,51 +182,62 @@ def prepare_dataset(
     return builder
 
 
-def main(argv: Sequence[str]) -> None:
-    """absl entry point: prepares `--dataset`, then prints where it is and how to train on
-    it; on failure, one line and exit status 1."""
-    del argv
-    opts = flags.FLAGS
-    if not opts.dataset:
-        sys.exit("prepare: give --dataset=NAME (e.g. cifar10, imagenet2012)")
+USAGE = (
+    f"{COMMAND} --dataset=NAME [--data_dir=DATA_DIR] [--manual_dir=FILES] [--download] "
+    "[--download_dir=SCRATCH]"
+)
+
+
+def _define(fv: flags.FlagValues) -> None:
+    f = dict(flag_values=fv)
+    flags.DEFINE_string("dataset", None, f"TFDS name: {EXAMPLES}", **f)
+    flags.DEFINE_string(
+        "data_dir", None, "Where to write it (= data.data_dir); TFDS's default if unset", **f
+    )
+    flags.DEFINE_string(
+        "manual_dir", None, "Your downloaded files (default DATA_DIR/downloads/manual)", **f
+    )
+    flags.DEFINE_bool(
+        "download", False, "Let TFDS download missing files (else: never the network)", **f
+    )
+    flags.DEFINE_string(
+        "download_dir", None, "Downloads, extracted archives (default DATA_DIR/downloads)", **f
+    )
+
+
+def _prepare(fv: flags.FlagValues, args: list[str]) -> None:
+    """Prepares `--dataset`, then prints where it is and how to train on it. A bad
+    `--dataset` is a ConfigError (status 2), a dataset that cannot be prepared (a missing
+    or wrong file) a RunError (status 1): one line each."""
+    del args
+    if not fv.dataset:
+        raise ConfigError("--dataset", "required", EXAMPLES)
     try:
         builder = prepare_dataset(
-            opts.dataset,
-            opts.data_dir,
-            manual_dir=opts.manual_dir,
-            download_dir=opts.download_dir,
-            download=opts.download,
+            fv.dataset,
+            fv.data_dir,
+            manual_dir=fv.manual_dir,
+            download_dir=fv.download_dir,
+            download=fv.download,
         )
-    except tfds.core.registered.DatasetNotFoundError:
-        sys.exit(f"prepare: --dataset={opts.dataset!r} is not a TFDS dataset")
+    except ConfigError:
+        raise
     except (MissingFileError, tfds_dm.NonMatchingChecksumError, ValueError, AssertionError) as e:
         # AssertionError: TFDS's "manual dir missing or empty" and "no split found"
-        sys.exit(f"prepare: {opts.dataset}: {' '.join(str(e).split())}")
+        raise RunError(f"{fv.dataset}: {' '.join(str(e).split())}") from None
     splits = ", ".join(f"{k}: {v.num_examples}" for k, v in sorted(builder.info.splits.items()))
-    print(f"{opts.dataset}: array_record in {builder.data_dir} ({splits})")
+    print(f"{fv.dataset}: array_record in {builder.data_dir} ({splits})")
     print(
-        f"train on it with --config.data.name={opts.dataset} "
+        f"train on it with --config.data.name={fv.dataset} "
         f"--config.data.data_dir={data_dir_root(builder)}"
     )
 
 
-def define_flags() -> None:
-    """The command's flags (defined only when run as a command)."""
-    flags.DEFINE_string("dataset", None, "TFDS name: cifar10, imagenet2012, imagenet_resized/64x64")
-    flags.DEFINE_string(
-        "data_dir", None, "Where to write it (= data.data_dir); TFDS's default if unset"
-    )
-    flags.DEFINE_string(
-        "manual_dir", None, "Your downloaded files (default DATA_DIR/downloads/manual)"
-    )
-    flags.DEFINE_bool(
-        "download", False, "Let TFDS download missing files (else: never the network)"
-    )
-    flags.DEFINE_string(
-        "download_dir", None, "Downloads, extracted archives (default DATA_DIR/downloads)"
-    )
+def cli(argv: Sequence[str]) -> int:
+    """``python -m jaxdiff.data.prepare`` for ``argv`` (``argv[0]`` the program); returns
+    the exit status."""
+    return run(argv, _define, _prepare, USAGE, (0, 0))
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    sys.exit(cli(sys.argv))

@@ -19,38 +19,25 @@ from PIL import Image
 from jaxdiff.data import digits as digits_lib
 from jaxdiff.data import latent_format
 from jaxdiff.data import photo_crops as photo_crops_lib
+from jaxdiff.errors import ConfigError
 
 SOURCE_NAMES = ("digits", "photo_crops", "imagefolder", "latents", "<any TFDS dataset name>")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
-_DEFAULTS: dict[str, Any] = {
-    "image_size": 32,
-    "channels": 3,
-    "data_dir": None,
-    "image_key": "image",
-    "label_key": "label",
-    "center_crop": True,
-    "num_classes": None,
-    "tfds_name": None,
-    "latent_scale": 1.0,
-    "latent_sample": "sample",
-}
 LATENT_SAMPLE_MODES = ("sample", "mean")
 ENCODE_COMMAND = ".venv/bin/python -m jaxdiff.encode --config=IMAGE_CONFIG --vae=VAE_DIR --out=OUT"
 
 
-def config_get(data_config: Any, key: str, default: Any = None) -> Any:
-    """`data_config.key` for an ml_collections ConfigDict or a plain dict, else `default`."""
-    if isinstance(data_config, Mapping):
-        return data_config.get(key, default)
+def config_get(data_config: Any, key: str) -> Any:
+    """``data.<key>`` of an ml_collections ConfigDict or a plain dict. Every field is required
+    (the base config, ``jaxdiff.training.config.base_config``, holds them all): a missing one
+    raises ConfigError naming it, never a silent default."""
     try:
-        return data_config.get(key, default)
-    except AttributeError:
-        return getattr(data_config, key, default)
-
-
-def _field(data_config: Any, key: str) -> Any:
-    return config_get(data_config, key, _DEFAULTS.get(key))
+        return data_config[key]
+    except (KeyError, AttributeError, TypeError):
+        raise ConfigError(
+            f"data.{key}", "missing", "start from jaxdiff.training.config.base_config()"
+        ) from None
 
 
 def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -141,12 +128,12 @@ class _ImageRecord:
     """Picklable record -> example function for TFDS image datasets."""
 
     def __init__(self, data_config: Any):
-        self.image_key = _field(data_config, "image_key")
-        self.label_key = _field(data_config, "label_key")
+        self.image_key = config_get(data_config, "image_key")
+        self.label_key = config_get(data_config, "label_key")
         self.kwargs = dict(
-            image_size=int(_field(data_config, "image_size")),
-            channels=int(_field(data_config, "channels")),
-            center_crop=bool(_field(data_config, "center_crop")),
+            image_size=int(config_get(data_config, "image_size")),
+            channels=int(config_get(data_config, "channels")),
+            center_crop=bool(config_get(data_config, "center_crop")),
         )
 
     def __call__(self, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -166,10 +153,10 @@ class _LatentRecord:
     """
 
     def __init__(self, data_config: Any):
-        self.image_key = _field(data_config, "image_key")
-        self.label_key = _field(data_config, "label_key")
-        self.scale = float(_field(data_config, "latent_scale"))
-        self.sample = _field(data_config, "latent_sample")
+        self.image_key = config_get(data_config, "image_key")
+        self.label_key = config_get(data_config, "label_key")
+        self.scale = float(config_get(data_config, "latent_scale"))
+        self.sample = config_get(data_config, "latent_sample")
         if self.sample not in LATENT_SAMPLE_MODES:
             raise ValueError(
                 f"data.latent_sample must be one of {list(LATENT_SAMPLE_MODES)}, "
@@ -227,26 +214,26 @@ class ImageFolderSource:
 
 def _digits_source(data_config: Any, split: str) -> ArraySource:
     images, labels = digits_lib.load_digits(
-        int(_field(data_config, "image_size")), int(_field(data_config, "channels")), split
+        int(config_get(data_config, "image_size")), int(config_get(data_config, "channels")), split
     )
     return ArraySource(images, labels)
 
 
 def _photo_crops_source(data_config: Any, split: str) -> photo_crops_lib.PhotoCrops:
-    num_classes = _field(data_config, "num_classes")
+    num_classes = config_get(data_config, "num_classes")
     if num_classes is not None and int(num_classes) < photo_crops_lib.NUM_CLASSES:
         raise ValueError(
             f"data.num_classes={num_classes} but photo_crops has "
             f"{photo_crops_lib.NUM_CLASSES} classes (one per photo)"
         )
-    fov = config_get(data_config, "field_of_view", photo_crops_lib.FIELD_OF_VIEW)
+    fov = config_get(data_config, "field_of_view")
     return photo_crops_lib.PhotoCrops(
-        _field(data_config, "image_size"), _field(data_config, "channels"), split, 0, fov
+        config_get(data_config, "image_size"), config_get(data_config, "channels"), split, 0, fov
     )
 
 
 def _imagefolder_source(data_config: Any, split: str) -> ImageFolderSource:
-    root = _field(data_config, "data_dir")
+    root = config_get(data_config, "data_dir")
     if not root or not os.path.isdir(root):
         raise ValueError(f"data.data_dir must be an image folder for imagefolder, got {root!r}")
     if os.path.isdir(os.path.join(root, split)):
@@ -254,7 +241,7 @@ def _imagefolder_source(data_config: Any, split: str) -> ImageFolderSource:
     elif split != "train":
         logging.warning("imagefolder %s has no %r subfolder; using all its images", root, split)
     source = ImageFolderSource(root, data_config)
-    num_classes = _field(data_config, "num_classes")
+    num_classes = config_get(data_config, "num_classes")
     if num_classes is not None and len(source.classes) > int(num_classes):
         raise ValueError(
             f"data.num_classes={num_classes} but {root!r} has {len(source.classes)} classes"
@@ -274,11 +261,11 @@ def _tfds_source(name: str, data_config: Any, split: str, field: str = "data.nam
     from jaxdiff.data import prepare  # lazy: imports tensorflow_datasets
 
     try:
-        builder = tfds.builder(name, data_dir=_field(data_config, "data_dir"))
+        builder = tfds.builder(name, data_dir=config_get(data_config, "data_dir"))
     except tfds.core.registered.DatasetNotFoundError:
         raise ValueError(
             f"{field}: {name!r} is not a TFDS dataset (nor one prepared in data.data_dir"
-            f"={_field(data_config, 'data_dir')!r}); data.name is one of {list(SOURCE_NAMES)}"
+            f"={config_get(data_config, 'data_dir')!r}); data.name is one of {list(SOURCE_NAMES)}"
         ) from None
     except (ValueError, AssertionError) as err:  # e.g. an unknown config or version
         raise ValueError(f"{field}: {' '.join(str(err).split())}") from None
@@ -313,13 +300,13 @@ def make_source(data_config: Any, split: str = "train") -> Any:
     Each example is {"image": float32 (H, W, C), "label": int32 scalar}; images are in
     [-1, 1] at `data.image_size` with `data.channels` channels.
     """
-    name = _field(data_config, "name")
+    name = config_get(data_config, "name")
     if not name or not isinstance(name, str):
         raise ValueError(f"data.name must be one of {list(SOURCE_NAMES)}, got {name!r}")
-    channels = _field(data_config, "channels")
+    channels = config_get(data_config, "channels")
     if name != "latents" and channels not in (1, 3):
         raise ValueError(f"data.channels must be 1 or 3, got {channels!r}")
-    image_size = _field(data_config, "image_size")
+    image_size = config_get(data_config, "image_size")
     if name != "latents" and (not isinstance(image_size, int) or image_size < 1):
         raise ValueError(f"data.image_size must be a positive integer, got {image_size!r}")
     if name == "digits":
@@ -335,12 +322,12 @@ def make_source(data_config: Any, split: str = "train") -> Any:
 
 def _latents_source(data_config: Any, split: str) -> MappedSource:
     """`data.tfds_name` (TFDS) if set, else the `jaxdiff.encode` output in data_dir/split."""
-    tfds_name = _field(data_config, "tfds_name")
+    tfds_name = config_get(data_config, "tfds_name")
     record_fn = _LatentRecord(data_config)
     if tfds_name:
         raw = _tfds_source(tfds_name, data_config, split, field="data.tfds_name")
         return MappedSource(raw, record_fn, f"latents:{tfds_name}")
-    root = _field(data_config, "data_dir")
+    root = config_get(data_config, "data_dir")
     split_dir = os.path.join(root, split) if root else None
     meta = latent_format.read_meta(split_dir) if split_dir else None
     if meta is None:

@@ -14,7 +14,6 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from jaxdiff.data import photo_crops
 from jaxdiff.data.sources import config_get
 from jaxdiff.evaluation.digits_metric import DigitsMetric
 from jaxdiff.evaluation.photo_metric import PhotoMetric
@@ -51,5 +50,5 @@ def get_quality_metric(data_config: Any, cache_dir: str | None = None) -> Any | 
         raise ValueError(f"data.image_size must be a positive integer, got {image_size!r}")
     if channels not in (1, 3):
         raise ValueError(f"data.channels must be 1 or 3, got {channels!r}")
-    fov = int(config_get(data_config, "field_of_view", photo_crops.FIELD_OF_VIEW))
+    fov = int(config_get(data_config, "field_of_view"))
     return _cached(name, image_size, int(channels), cache_dir, fov)

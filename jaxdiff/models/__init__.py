@@ -2,13 +2,13 @@
 
 `get_model(name, **overrides)` builds a registered network; `list_models()` lists them;
 `build_model(...)` sizes one for a config. The trainer and the samplers call networks only
-through the model protocol of `jaxdiff.models.interface`. Importers of official checkpoints
-live in `jaxdiff.models.convert` (needs torch only for `.pt` files).
+through the model protocol `DiffusionModel` of `jaxdiff.models.interface`. Importers of
+official checkpoints live in `jaxdiff.models.convert` (needs torch only for `.pt` files).
 """
 
 from jaxdiff.models import conditioning
 from jaxdiff.models.dit import DiT
-from jaxdiff.models.interface import make_apply_fn, make_sample_fn
+from jaxdiff.models.interface import DiffusionModel, make_apply_fn, make_sample_fn
 from jaxdiff.models.registry import (
     build_model,
     converted_model,
@@ -21,6 +21,7 @@ from jaxdiff.models.rin import RIN
 
 __all__ = [
     "DiT",
+    "DiffusionModel",
     "RIN",
     "build_model",
     "conditioning",

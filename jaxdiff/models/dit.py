@@ -7,7 +7,8 @@ official PyTorch code (x_embedder, t_embedder, y_embedder, blocks_i, final_layer
 `jaxdiff.models.convert` maps official checkpoints one to one.
 
 Call: `model.apply(variables, x, cond, y, train=False)`, x (B, H, W, C) float, cond (B,)
-noise-level conditioning (see `conditioning.py`), y (B,) int; returns (B, H, W, C or 2C).
+noise-level conditioning (see `conditioning.py`), y (B,) int; returns (B, H, W, C or 2C), the
+same call and return type as every registered model.
 Label dropout for classifier-free guidance is the trainer's job (replace y by num_classes).
 The trainer and the samplers call the network only through the model protocol
 (`jaxdiff.models.interface`): `train_apply`, `initial_carry`, `sample_apply`.
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.models import conditioning as cond_lib
+from jaxdiff.models.interface import Carry, Variables
 from jaxdiff.models.layers import (
     Dense,
     LabelEmbedder,
@@ -142,17 +144,27 @@ class DiT(nn.Module):
         return unpatchify(tokens, p, h, w)
 
     # The model protocol (jaxdiff.models.interface): DiT is stateless at sampling.
-    def train_apply(self, variables, x, cond, y, key, *, train=True, self_cond_rate=0.0):
+    def train_apply(
+        self,
+        variables: Variables,
+        x: jax.Array,
+        cond: jax.Array,
+        y: jax.Array,
+        key: jax.Array,
+        *,
+        train: bool = True,
+    ) -> jax.Array:
         """One training-time evaluation; ``key`` feeds dropout (DiT has none)."""
-        del self_cond_rate
         _, k_drop = jax.random.split(key)
         return self.apply(variables, x, cond, y, train=train, rngs={"dropout": k_drop})
 
-    def initial_carry(self, batch_size: int):
+    def initial_carry(self, batch_size: int) -> tuple[()]:
         """No state is carried between sampling steps."""
         del batch_size
         return ()
 
-    def sample_apply(self, variables, x, cond, y, carry):
+    def sample_apply(
+        self, variables: Variables, x: jax.Array, cond: jax.Array, y: jax.Array, carry: Carry
+    ) -> tuple[jax.Array, Carry]:
         """One sampling-step evaluation: ``(out, carry)``."""
         return self.apply(variables, x, cond, y, train=False), carry

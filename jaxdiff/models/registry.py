@@ -19,6 +19,7 @@ import flax.linen as nn
 
 from jaxdiff.errors import ConfigError
 from jaxdiff.models.dit import DiT
+from jaxdiff.models.interface import DiffusionModel
 from jaxdiff.models.rin import RIN
 
 _DIT_SIZES = {
@@ -134,7 +135,7 @@ def build_model(
     channels: int,
     num_classes: int,
     init_from: str = "",
-) -> nn.Module:
+) -> DiffusionModel:
     """The network for a config: registry model ``name`` sized for the data (``overrides``
     win; the σ head is off unless asked, our losses train the mean), or, when ``init_from``
     is a converted official checkpoint, that checkpoint's architecture (checked against the

@@ -10,10 +10,12 @@ previous pass). The layer structure, widths and initialisations follow the offic
 implementation (`architectures/tape.py`); the noise level is embedded like DiT's timestep
 (of the λ-map `conditioning`) and the class by a table with a null row (for guidance).
 
-Call: `model.apply(variables, x, cond, y, prev_latents=None, train=False, rngs=...)` returns
-(out NHWC, latents (B, num_latents, latent_dim)). Through the model protocol
-(`jaxdiff.models.interface`) training self-conditions (`train_apply`, two passes) and
-sampling carries the latents from step to step (`initial_carry`, `sample_apply`).
+Call: `model.apply(variables, x, cond, y, train=False, rngs=...)` returns the prediction
+(B, H, W, C or 2C) of one pass without self-conditioning, as every registered model does. The
+latents are reached only through the model protocol (`jaxdiff.models.interface`): training
+self-conditions (`train_apply`, two passes, previous latents kept with probability
+`self_cond_rate`, a field: the paper's 0.9) and sampling carries the latents from step to
+step (`initial_carry`, `sample_apply`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import jax.numpy as jnp
 
 from jaxdiff.models import conditioning as cond_lib
 from jaxdiff.models.dit import check_divides, check_positive
+from jaxdiff.models.interface import Variables
 from jaxdiff.models.layers import (
     CrossAttention,
     Dense,
@@ -107,6 +110,9 @@ class RIN(nn.Module):
     learn_sigma: bool = False
     conditioning: str = "logsnr"
     fast_dense: bool | None = None  # None: the CPU-fast dense gradient on CPU backends only
+    # Training: the probability that an example's second pass is fed the first pass's
+    # latents (RIN paper §3.3); a training setting, not part of the parameters.
+    self_cond_rate: float = 0.9
 
     def __post_init__(self):
         for name in ("image_size", "in_channels", "patch_size", "num_blocks", "block_depth",
@@ -125,6 +131,8 @@ class RIN(nn.Module):
         for name in ("dropout", "drop_path"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 <= self.self_cond_rate <= 1.0:
+            raise ValueError(f"self_cond_rate must be in [0, 1], got {self.self_cond_rate}")
         cond_lib.get_cond_fn(self.conditioning)
         super().__post_init__()
 
@@ -132,19 +140,24 @@ class RIN(nn.Module):
     def out_channels(self) -> int:
         return 2 * self.in_channels if self.learn_sigma else self.in_channels
 
-    def initial_latents(self, batch_size: int) -> jax.Array:
-        """The `prev_latents` meaning "no previous pass": zeros (B, num_latents, latent_dim)."""
-        return jnp.zeros((batch_size, self.num_latents, self.latent_dim), jnp.float32)
+    def __call__(
+        self, x: jax.Array, cond: jax.Array, y: jax.Array, train: bool = False
+    ) -> jax.Array:
+        """One pass with no previous latents: the prediction (B, H, W, C or 2C)."""
+        out, _ = self._forward(x, cond, y, None, train)
+        return out
 
     @nn.compact
-    def __call__(
+    def _forward(
         self,
         x: jax.Array,
         cond: jax.Array,
         y: jax.Array,
-        prev_latents: jax.Array | None = None,
-        train: bool = False,
+        prev_latents: jax.Array | None,
+        train: bool,
     ) -> tuple[jax.Array, jax.Array]:
+        """One pass fed ``prev_latents`` (None: zeros): ``(prediction, latents)``. Every
+        parameter is created here (Flax names them as if this were ``__call__``)."""
         b, h, w, _ = x.shape
         if h != self.image_size or w != self.image_size:
             raise ValueError(f"input is {h}x{w}, model image_size is {self.image_size}")
@@ -164,7 +177,7 @@ class RIN(nn.Module):
         # Latent self-conditioning: prev + MLP(LN(prev)), then a LayerNorm whose scale starts
         # at zero, added to every latent (the conditioning tokens included).
         if prev_latents is None:
-            prev_latents = self.initial_latents(b)
+            prev_latents = self.initial_carry(b)
         prev = prev_latents + Mlp(self.latent_mlp_ratio, fg, exact_gelu=True, name="prev_mlp")(
             nn.LayerNorm(epsilon=1e-6, name="prev_ln_in")(prev_latents)
         )
@@ -179,7 +192,16 @@ class RIN(nn.Module):
         return unpatchify(out, p, h, w), z
 
     # The model protocol (jaxdiff.models.interface).
-    def train_apply(self, variables, x, cond, y, key, *, train=True, self_cond_rate=0.9):
+    def train_apply(
+        self,
+        variables: Variables,
+        x: jax.Array,
+        cond: jax.Array,
+        y: jax.Array,
+        key: jax.Array,
+        *,
+        train: bool = True,
+    ) -> jax.Array:
         """Latent self-conditioning for training (RIN paper §3.3), jit- and grad-safe.
 
         Pass 1 runs with zero previous latents; its latents go through `stop_gradient`. Each
@@ -189,23 +211,27 @@ class RIN(nn.Module):
         draw and the dropout key (folded with 1 for pass 1).
         """
         k_sc, k_drop = jax.random.split(key)
-        rate = self_cond_rate if train else 0.0
-        rngs1 = {"dropout": jax.random.fold_in(k_drop, 1)}
-        _, latents = self.apply(variables, x, cond, y, None, train=train, rngs=rngs1)
+        rate = self.self_cond_rate if train else 0.0
+        forward = lambda prev, rngs: self.apply(  # noqa: E731
+            variables, x, cond, y, prev, train, rngs=rngs, method=self._forward
+        )
+        _, latents = forward(None, {"dropout": jax.random.fold_in(k_drop, 1)})
         latents = jax.lax.stop_gradient(latents)
         use = jax.random.bernoulli(k_sc, rate, (x.shape[0],))
         prev = jnp.where(use[:, None, None], latents, jnp.zeros_like(latents))
-        out, _ = self.apply(variables, x, cond, y, prev, train=train, rngs={"dropout": k_drop})
+        out, _ = forward(prev, {"dropout": k_drop})
         return out
 
     def initial_carry(self, batch_size: int) -> jax.Array:
         """Sampling starts with no previous latents: zeros (B, num_latents, latent_dim)."""
-        return self.initial_latents(batch_size)
+        return jnp.zeros((batch_size, self.num_latents, self.latent_dim), jnp.float32)
 
-    def sample_apply(self, variables, x, cond, y, carry):
+    def sample_apply(
+        self, variables: Variables, x: jax.Array, cond: jax.Array, y: jax.Array, carry: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
         """One sampling-step evaluation fed the previous step's latents: ``(out, latents)``.
 
         Carry the returned latents into the next step; with classifier-free guidance the
         conditional and null rows each keep their own (the carry has the doubled batch).
         """
-        return self.apply(variables, x, cond, y, carry, train=False)
+        return self.apply(variables, x, cond, y, carry, False, method=self._forward)

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff.errors import ConfigError
+
 LEARNED_WEIGHTINGS = ("none", "uncertainty")
 
 
@@ -114,41 +116,28 @@ def trainable_mask(params: dict) -> dict:
 
 def get_learned_weighting(name: str, **params: Any) -> UncertaintyWeighting | None:
     """None for "none"; the `UncertaintyWeighting` for "uncertainty" (params: channels,
-    bandwidth, hidden_width, hidden_depth). Bad input raises ValueError naming the field."""
+    bandwidth, hidden_width, hidden_depth). Bad input raises ConfigError naming the field."""
+    field = "noise.learned_weighting_params"
     if name not in LEARNED_WEIGHTINGS:
-        raise ValueError(
-            f"noise.learned_weighting: unknown {name!r}; known: {list(LEARNED_WEIGHTINGS)}"
-        )
+        raise ConfigError("noise.learned_weighting", f"unknown {name!r}", list(LEARNED_WEIGHTINGS))
     if name == "none":
         if params:
-            raise ValueError(
-                f"noise.learned_weighting_params: 'none' takes no parameters, got {sorted(params)}"
-            )
+            raise ConfigError(field, f"'none' takes no parameters, got {sorted(params)}", "{}")
         return None
     defaults = dataclasses.asdict(UncertaintyWeighting())
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise ValueError(
-            f"noise.learned_weighting_params: unknown parameter(s) {unknown}; "
-            f"allowed: {sorted(defaults)}"
-        )
+        raise ConfigError(field, f"unknown parameter(s) {unknown}", sorted(defaults))
     full = {**defaults, **params}
     for key in ("channels", "hidden_width", "hidden_depth"):
         v = full[key]
         low = 0 if key == "hidden_depth" else 1
         if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-            raise ValueError(
-                f"noise.learned_weighting_params: {key} must be an integer >= {low}, got {v!r}"
-            )
+            raise ConfigError(f"{field}.{key}", f"got {v!r}", f"an integer >= {low}")
     bw = full["bandwidth"]
-    if (
-        isinstance(bw, bool)
-        or not isinstance(bw, int | float)
-        or not (math.isfinite(bw) and bw > 0)
-    ):
-        raise ValueError(
-            f"noise.learned_weighting_params: bandwidth must be a finite number > 0, got {bw!r}"
-        )
+    is_number = isinstance(bw, int | float) and not isinstance(bw, bool)
+    if not (is_number and math.isfinite(bw) and bw > 0):
+        raise ConfigError(f"{field}.bandwidth", f"got {bw!r}", "a finite number > 0")
     return UncertaintyWeighting(
         channels=int(full["channels"]),
         bandwidth=float(bw),

@@ -237,9 +237,7 @@ def _activation_bytes(config, model, params, micro: int) -> tuple[int, int]:
     its intermediates (an upper bound: XLA fuses and frees much of it)."""
     d = config.data
     dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
-    apply = models.make_apply_fn(
-        model, self_cond_rate=float(config.train.self_cond_rate), compute_dtype=dtype
-    )
+    apply = models.make_apply_fn(model, compute_dtype=dtype)
     x = jax.ShapeDtypeStruct((max(micro, 1), d.image_size, d.image_size, d.channels), jnp.float32)
     lam = jax.ShapeDtypeStruct((max(micro, 1),), jnp.float32)
     y = jax.ShapeDtypeStruct((max(micro, 1),), jnp.int32)

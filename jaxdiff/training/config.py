@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import ml_collections
 from ml_collections.config_dict import placeholder
 
 from jaxdiff import models, noise
+from jaxdiff.data import photo_crops
 from jaxdiff.errors import ConfigError
 from jaxdiff.training.diagnostics_settings import default_settings
 
@@ -83,7 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
              data_dir=placeholder(str), worker_count=0, image_key="image", label_key="label",
              center_crop=False, random_flip=False, kind="image",
              tfds_name=placeholder(str), latent_scale=1.0, latent_sample="sample",
-             num_threads=2, vae="")
+             num_threads=2, vae="", field_of_view=photo_crops.FIELD_OF_VIEW)
     )  # fmt: skip
     c.model = ml_collections.ConfigDict(
         dict(name="DiT-S/2", overrides=ml_collections.ConfigDict(), class_conditional=True)
@@ -141,17 +141,26 @@ def noise_config(config) -> dict:
     return prune_none(config.noise)
 
 
-def build_model(config) -> nn.Module:
+def build_model(config) -> models.DiffusionModel:
     """The network of a config: `jaxdiff.models.build_model` with its ``model.*`` and
-    ``data.*`` fields and ``init_from``."""
-    return models.build_model(
+    ``data.*`` fields and ``init_from``; a model with a ``self_cond_rate`` field (RIN) gets
+    ``train.self_cond_rate``."""
+    overrides = config.model.overrides.to_dict() if config.model.overrides else {}
+    model = models.build_model(
         config.model.name,
-        config.model.overrides.to_dict() if config.model.overrides else {},
+        overrides,
         image_size=config.data.image_size,
         channels=config.data.channels,
         num_classes=config.data.num_classes,
         init_from=config.get("init_from", ""),
     )
+    if hasattr(model, "self_cond_rate"):
+        if "self_cond_rate" in overrides:
+            raise ConfigError(
+                "model.overrides", "self_cond_rate is set by train.self_cond_rate, not here"
+            )
+        model = model.clone(self_cond_rate=float(config.train.self_cond_rate))
+    return model
 
 
 # ------------------------------------------------------------------------------- variants

@@ -4,7 +4,7 @@ It lives with the training config (the base config holds it; training validates 
 training never imports `jaxdiff.diagnostics`, which sits above it (docs/architecture.md).
 
 `default_settings()` is the section the base config holds; `resolve_settings(value)` merges a
-ConfigDict / dict (or None) onto it and validates every field, raising ValueError naming the
+ConfigDict / dict (or None) onto it and validates every field, raising ConfigError naming the
 field (`diagnostics.<field>`) and its allowed values.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from jaxdiff.errors import over_defaults
+from jaxdiff.errors import ConfigError, read_section
 
 DECODERS = ("auto", "discrete", "gaussian")
 
@@ -64,7 +64,7 @@ def default_settings() -> ml_collections.ConfigDict:
 def _int(s: dict, field: str, minimum: int) -> None:
     v = s[field]
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"diagnostics.{field} must be an integer >= {minimum}, got {v!r}")
+        raise ConfigError(f"diagnostics.{field}", f"got {v!r}", f"an integer >= {minimum}")
 
 
 def _float(s: dict, field: str, optional: bool = False) -> None:
@@ -73,7 +73,7 @@ def _float(s: dict, field: str, optional: bool = False) -> None:
         return
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         need = "a finite number or None" if optional else "a finite number"
-        raise ValueError(f"diagnostics.{field} must be {need}, got {v!r}")
+        raise ConfigError(f"diagnostics.{field}", f"got {v!r}", need)
     s[field] = float(v)
 
 
@@ -84,37 +84,37 @@ def _check(s: dict) -> None:
     ]:  # fmt: skip
         _int(s, field, minimum)
     if s["grad_var_examples"] == 1:
-        raise ValueError("diagnostics.grad_var_examples must be 0 (off) or >= 2, got 1")
+        raise ConfigError("diagnostics.grad_var_examples", "got 1", "0 (off) or an integer >= 2")
     for field in ("bin_tail_mass", "elbo_lam_min", "elbo_lam_max"):
         _float(s, field)
     for field in ("lam_min", "lam_max"):
         _float(s, field, optional=True)
     if not 0.0 < s["bin_tail_mass"] < 0.5:
-        raise ValueError(
-            f"diagnostics.bin_tail_mass must lie in (0, 0.5), got {s['bin_tail_mass']}"
-        )
+        raise ConfigError("diagnostics.bin_tail_mass", f"got {s['bin_tail_mass']}", "(0, 0.5)")
     if s["elbo_lam_min"] >= s["elbo_lam_max"]:
-        raise ValueError(
-            "diagnostics.elbo_lam_min must be < elbo_lam_max, got "
-            f"{s['elbo_lam_min']} >= {s['elbo_lam_max']}"
+        raise ConfigError(
+            "diagnostics.elbo_lam_min",
+            f"{s['elbo_lam_min']} >= elbo_lam_max {s['elbo_lam_max']}",
+            "a value < elbo_lam_max",
         )
     if s["lam_min"] is not None and s["lam_max"] is not None and s["lam_min"] >= s["lam_max"]:
-        raise ValueError(
-            f"diagnostics.lam_min must be < lam_max, got {s['lam_min']} >= {s['lam_max']}"
+        raise ConfigError(
+            "diagnostics.lam_min", f"{s['lam_min']} >= lam_max {s['lam_max']}", "a value < lam_max"
         )
     if s["decoder"] not in DECODERS:
-        raise ValueError(f"diagnostics.decoder: unknown {s['decoder']!r}; known: {list(DECODERS)}")
+        raise ConfigError("diagnostics.decoder", f"unknown {s['decoder']!r}", list(DECODERS))
     if not isinstance(s["split"], str) or not s["split"]:
-        raise ValueError(f"diagnostics.split must be a split name, got {s['split']!r}")
+        raise ConfigError("diagnostics.split", f"got {s['split']!r}", "a split name")
     if not isinstance(s["use_labels"], bool):
-        raise ValueError(f"diagnostics.use_labels must be True or False, got {s['use_labels']!r}")
+        raise ConfigError("diagnostics.use_labels", f"got {s['use_labels']!r}", "True, False")
 
 
 def resolve_settings(value: Any = None) -> dict[str, Any]:
     """`value` (ConfigDict, dict or None) over `default_settings()`, validated; a plain dict.
 
-    Unknown fields raise ValueError listing the known ones.
+    Unknown fields and bad values raise ConfigError naming the field.
     """
-    s = over_defaults("diagnostics", {} if value is None else value, default_settings().to_dict())
+    defaults = default_settings().to_dict()
+    s = read_section("diagnostics", {} if value is None else value, defaults, defaults=defaults)
     _check(s)
     return s

@@ -151,9 +151,7 @@ def build_experiment(config, devices=None) -> Experiment:
     optimizer = make_optimizer(config.optim, config.total_steps)
     lr_schedule = learning_rate_schedule(config.optim, config.total_steps)
     dtype = jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
-    apply_fn = models.make_apply_fn(
-        model, self_cond_rate=float(config.train.self_cond_rate), compute_dtype=dtype
-    )
+    apply_fn = models.make_apply_fn(model, compute_dtype=dtype)
     abstract_state = jax.eval_shape(functools.partial(_init_state, config, model, spec, optimizer))
     state_shardings = sharding.shardings_for(
         abstract_state,

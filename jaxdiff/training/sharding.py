@@ -18,28 +18,33 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxdiff.errors import ConfigError
+
 BATCH_AXES = ("data", "fsdp")
 
 
 def resolve_mesh_shape(shape: Sequence[int], axes: Sequence[str], num_devices: int) -> tuple:
-    """``mesh.shape`` with its -1 entry filled in; ValueError naming the field if it can't fit."""
+    """``mesh.shape`` with its -1 entry filled in; ConfigError naming the field if it can't fit."""
     axes = tuple(axes)
     if axes != BATCH_AXES:
-        raise ValueError(f"mesh.axes must be {BATCH_AXES}, got {axes}")
+        raise ConfigError("mesh.axes", f"got {axes}", [BATCH_AXES])
     shape = [int(s) for s in shape]
-    if len(shape) != len(axes):
-        raise ValueError(f"mesh.shape must have {len(axes)} entries (one per axis), got {shape}")
-    if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
-        raise ValueError(f"mesh.shape entries must be positive, with at most one -1; got {shape}")
+    one_per_axis = f"{len(axes)} positive entries (one per axis), at most one -1"
+    if len(shape) != len(axes) or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+        raise ConfigError("mesh.shape", f"got {tuple(shape)}", one_per_axis)
     if -1 in shape:
         known = int(np.prod([s for s in shape if s != -1]))
         if num_devices % known:
-            raise ValueError(f"mesh.shape {shape} does not divide the {num_devices} devices")
+            raise ConfigError(
+                "mesh.shape", f"{tuple(shape)} does not divide the {num_devices} devices",
+                f"entries whose product divides {num_devices}",
+            )  # fmt: skip
         shape[shape.index(-1)] = num_devices // known
     if int(np.prod(shape)) != num_devices:
-        raise ValueError(
-            f"mesh.shape {shape} needs {int(np.prod(shape))} devices; there are {num_devices}"
-        )
+        raise ConfigError(
+            "mesh.shape", f"{tuple(shape)} needs {int(np.prod(shape))} devices",
+            f"a product of {num_devices} (the devices there are), or one -1",
+        )  # fmt: skip
     return tuple(shape)
 
 
