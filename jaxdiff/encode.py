@@ -29,7 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from ml_collections import config_flags
 from tqdm import tqdm
 
 from jaxdiff.cli import run
@@ -38,6 +37,8 @@ from jaxdiff.data.sources import config_get, make_source
 from jaxdiff.distributed import init_distributed
 from jaxdiff.errors import ConfigError
 from jaxdiff.models import vae as vae_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # its configs/ list
 
 
 def with_flips(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -204,12 +205,10 @@ USAGE = (
 )
 
 
-def _define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+def _define(fv: flags.FlagValues) -> None:
     """The command's flags on ``fv`` (a fresh ``FlagValues``: the CLI runs in-process too)."""
     f = dict(flag_values=fv)
-    config_flags.DEFINE_config_file(
-        "config", None, "Image dataset config (configs/X.py[:v]).", sys_argv=list(argv), **f
-    )
+    flags.DEFINE_string("config", None, "Image dataset config (configs/X.py[:v]).", **f)
     flags.DEFINE_string("vae", None, "VAE dir (diffusers layout or jaxdiff.models.convert).", **f)
     flags.DEFINE_string("out", None, "Output directory; the split goes to OUT/<split>/.", **f)
     flags.DEFINE_string("split", "train", "Split to encode.", **f)
@@ -224,15 +223,11 @@ def _define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.", **f)
 
 
-def _data_config(fv: flags.FlagValues) -> Any:
-    """``config.data`` of ``--config``; a ConfigError naming the flag where it cannot be."""
-    try:
-        data = fv.config.data  # a config file that failed to load raises only when read
-    except OSError:
-        path = config_flags.get_config_filename(fv["config"])
-        raise ConfigError("--config", f"cannot load {path!r}", "configs/X.py[:variant]") from None
-    except (AttributeError, KeyError):
-        raise ConfigError("config.data", "missing", "an image dataset section") from None
+def _data_config(config: Any) -> Any:
+    """``config.data`` of ``--config``; a ConfigError naming the field where it cannot be."""
+    if "data" not in config:
+        raise ConfigError("config.data", "missing", "an image dataset section")
+    data = config.data
     if config_get(data, "name") == "latents":
         raise ConfigError(
             "config.data.name",
@@ -243,15 +238,15 @@ def _data_config(fv: flags.FlagValues) -> Any:
     return data
 
 
-def _command(fv: flags.FlagValues, args: list[str]) -> int:
+def _command(fv: flags.FlagValues, args: list[str], config: Any) -> int:
     del args
-    missing = [f"--{name}" for name in ("config", "vae", "out") if fv[name].value is None]
+    missing = [f"--{name}" for name in ("vae", "out") if fv[name].value is None]
     if missing:
         raise ConfigError(", ".join(missing), "required")
     for name in ("batch_size", "chunk_size", "num_threads"):
         if fv[name].value < 1:
             raise ConfigError(f"--{name}", f"got {fv[name].value}", "a positive integer")
-    data = _data_config(fv)
+    data = _data_config(config)
     if not os.path.isdir(fv.vae):
         raise ConfigError("--vae", f"no such directory {fv.vae!r}", "a VAE dir")
     init_distributed(fv.coordinator_address, fv.num_processes, fv.process_id)
@@ -277,7 +272,7 @@ def _command(fv: flags.FlagValues, args: list[str]) -> int:
 
 def cli(argv: Sequence[str]) -> int:
     """``python -m jaxdiff.encode`` for ``argv`` (``argv[0]`` the program); exit status."""
-    return run(argv, lambda fv: _define(fv, argv), _command, USAGE, (0, 0))
+    return run(argv, _define, _command, USAGE, (0, 0), config_repo=REPO)
 
 
 if __name__ == "__main__":

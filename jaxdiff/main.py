@@ -13,10 +13,12 @@ status 2 before anything is compiled; a run that cannot proceed safely prints
 from __future__ import annotations
 
 import ast
+import copy
 import glob
 import os
 import sys
 import traceback
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # jaxdiff runs no TensorFlow math (TF only reads TFDS data); this also silences its notice.
@@ -24,8 +26,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
+from jaxdiff import cli as cli_lib  # noqa: E402
 from jaxdiff.errors import ConfigError, RunError  # noqa: E402
 
 MODES = ("train", "sample", "evaluate", "diagnose", "check")
@@ -46,14 +48,13 @@ MAIN_FIELDS = """\
   eval.num_samples, eval.fid_stats, eval.inception_weights"""
 
 
-def define_flags(argv: list[str]) -> flags.FlagValues:
-    """The command's flags on a fresh ``FlagValues`` (so the CLI can be run in-process)."""
+def define_flags() -> flags.FlagValues:
+    """The command's flags on a fresh ``FlagValues`` (so the CLI can be run in-process).
+    ``--config`` is the file; its ``--config.<field>=value`` overrides are not absl flags but
+    are applied by :func:`parse` (one typed error per bad override)."""
     fv = flags.FlagValues()
-    config_flags.DEFINE_config_file(
-        "config", None, "Config file (configs/X.py[:variant]).", flag_values=fv,
-        lock_config=True, sys_argv=argv,
-    )  # fmt: skip
     f = dict(flag_values=fv)
+    flags.DEFINE_string("config", None, "Config file (configs/X.py[:variant]).", **f)
     flags.DEFINE_string("workdir", None, "Work directory (checkpoints, metrics, samples).", **f)
     flags.DEFINE_enum("mode", "train", list(MODES), "What to run.", **f)
     flags.DEFINE_integer("num_samples", None, "sample/evaluate: number of samples.", **f)
@@ -106,72 +107,45 @@ flags:
 """
 
 
-def _missing_field(config, path: str) -> ConfigError:
-    """The error for ``--config.<path>`` naming the first component that does not exist."""
-    node, done = config, []
-    for part in path.split("."):
-        keys = sorted(node.keys()) if hasattr(node, "keys") else []
-        if part not in keys:
-            where = ".".join(done) or "config"
-            return ConfigError(".".join([*done, part]), f"no such field in {where}", keys)
-        node, done = node[part], [*done, part]
-    return ConfigError(path, "cannot be overridden")
-
-
-def _load_config_only(argv: list[str]):
-    """The config of ``argv``'s ``--config`` alone (no overrides), or None."""
-    only = [argv[0], *(a for a in argv[1:] if a.startswith("--config="))]
-    fv = define_flags(only)
-    try:
-        fv(only)
-        return fv.config if fv.config is not None and fv.config.keys() else None
-    except Exception:  # noqa: BLE001 - the original error is reported instead
-        return None
-
-
-def _flag_error(err: Exception, fv: flags.FlagValues, argv: list[str]) -> ConfigError:
-    """A ConfigError for a flag-parsing failure (bad flag, bad override, bad variant)."""
-    cause = err
-    while cause is not None:
-        if isinstance(cause, ConfigError):
-            return cause
-        cause = cause.__context__
-    text = str(err).strip().splitlines()[0]
-    if isinstance(err, OSError) or "Failed loading config file" in str(err):
-        configs = [p for p, _ in _configs()]
-        value = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
-        return ConfigError("--config", f"cannot load {value!r}", configs)
-    if text.startswith("flag --"):  # IllegalFlagValueError: flag --x=v: problem
-        name, _, problem = text[len("flag --") :].partition(": ")
-        return ConfigError(name.split("=", 1)[0].removeprefix("config."), problem)
-    config = _load_config_only(argv)
-    for arg in argv:  # an override of a field that does not exist
-        if arg.startswith("--config.") and config is not None:
-            path = arg[len("--config.") :].split("=", 1)[0]
+def _flag_error(err: flags.Error, fv: flags.FlagValues, argv: list[str]) -> ConfigError:
+    """A ConfigError naming the flag of an absl parsing failure."""
+    if isinstance(err, flags.UnrecognizedFlagError):
+        return ConfigError(f"--{err.flagname}", "unknown flag", [f"--{n}" for n in fv])
+    for arg in argv[1:]:  # a bad value: find the flag whose value does not parse
+        name, _, raw = arg.lstrip("-").partition("=")
+        if name in fv:
             try:
-                node = config
-                for part in path.split("."):
-                    node = node[part]
-            except (KeyError, AttributeError, TypeError):
-                return _missing_field(config, path)
-    return ConfigError("flags", text)
+                copy.deepcopy(fv[name]).parse(raw)
+            except (flags.Error, ValueError):
+                allowed = getattr(fv[name].parser, "enum_values", None) or fv[name].flag_type()
+                return ConfigError(f"--{name}", f"cannot read {raw!r}", allowed)
+    return ConfigError("flags", (str(err).strip().splitlines() or [""])[0])
 
 
 def parse(argv: list[str]):
-    """(flag values, None) or (None, ConfigError) for ``argv``."""
-    fv = define_flags(argv)
+    """(arguments, None) or (None, ConfigError) for ``argv``: the absl flags as attributes
+    (``workdir``, ``mode``, ...) and ``config``, the loaded config with its overrides."""
+    fv = define_flags()
     try:
-        fv(argv)
-        fv.config.keys()  # a config file that failed to load raises only when first read
-    except (flags.Error, AttributeError, KeyError, OSError, ValueError) as err:
-        return None, _flag_error(err, fv, argv)
-    if fv.config is None:
-        return None, ConfigError("--config", "required", [p for p, _ in _configs()])
-    if not fv.workdir:
-        return None, ConfigError("--workdir", "required", "a directory (created if missing)")
-    if os.path.exists(fv.workdir) and not os.path.isdir(fv.workdir):
-        return None, ConfigError("--workdir", f"{fv.workdir!r} is a file", "a directory")
-    return fv, None
+        rest, overrides = cli_lib.split_overrides(list(argv))
+        try:
+            fv(rest)
+        except flags.Error as e:
+            raise _flag_error(e, fv, rest) from None
+        if not fv.config:
+            raise ConfigError("--config", "required", cli_lib.shipped_configs(_REPO))
+        config = cli_lib.load_config(fv.config, _REPO)
+        for path, raw in overrides:
+            cli_lib.apply_override(config, path, raw)
+        if not fv.workdir:
+            raise ConfigError("--workdir", "required", "a directory (created if missing)")
+        if os.path.exists(fv.workdir) and not os.path.isdir(fv.workdir):
+            raise ConfigError("--workdir", f"{fv.workdir!r} is a file", "a directory")
+    except ConfigError as e:
+        return None, e
+    args = types.SimpleNamespace(**{name: fv[name].value for name in fv})
+    args.config = config
+    return args, None
 
 
 def _check_workdir(workdir: str) -> None:

@@ -44,8 +44,6 @@ def test_check_prints_the_plan_and_creates_nothing(tmp_path, capsys):
 
 
 def test_plan_memory_scales_with_devices_and_fsdp():
-    from ml_collections import config_flags  # noqa: F401 - ensures the config stack loads
-
     fv, err = main.parse(["m", f"--config={DIGITS}", "--workdir=/tmp/unused"])
     assert err is None
     config = fv.config

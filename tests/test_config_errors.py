@@ -142,9 +142,61 @@ def test_workdir_problems(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("config error: --workdir: required")
     status, err = run_cli(capsys, ["--config=configs/nope.py"], tmp_path / "w")
     assert status == 2 and err[0].startswith(
-        "config error: --config: cannot load 'configs/nope.py'"
+        "config error: --config: no such config file 'configs/nope.py'"
     )
     assert "configs/digits.py" in err[0]
+
+
+@pytest.mark.parametrize(
+    "override,line",
+    [
+        ("optim.lr=abc", "optim.lr: cannot read 'abc'; allowed: a number"),
+        ("data.random_flip=maybe", "data.random_flip: cannot read 'maybe'; allowed: true or false"),
+        ("total_steps=1.5", "total_steps: cannot read '1.5'; allowed: an integer"),
+        ("optim=1", "optim: is a section; allowed: b1, b2, decay"),
+        ("optim.lrr=1", "optim.lrr: no such field in optim; allowed: b1, b2, decay"),
+        ("nosuch.x=1", "nosuch: no such field in config; allowed: "),
+        ("optim.lr.x=1", "optim.lr.x: no such field in optim.lr"),
+    ],
+)
+def test_override_errors_name_the_field(tmp_path, capsys, override, line):
+    """--config.<field>=value is read as the field's type by jaxdiff.cli (no absl message is
+    parsed): a bad one is one line naming the field."""
+    status, err = run_cli(capsys, [f"--config={DIGITS}:tiny", f"--config.{override}"], tmp_path)
+    assert status == 2 and len(err) == 1 and err[0].startswith(f"config error: {line}"), err
+
+
+def test_overrides_are_read_as_the_fields_types():
+    from jaxdiff import cli
+
+    config = cli.load_config(f"{DIGITS}:tiny", REPO)
+    for path, raw in [
+        ("optim.lr", "3e-4"), ("total_steps", "7"), ("data.random_flip", "true"),
+        ("ema.decays", "(0.9, 0.99)"), ("noise.schedule_params.b", "0.25"),
+        ("data.data_dir", "/x"), ("model.overrides.depth", "3"), ("sampling.method", "euler"),
+    ]:  # fmt: skip
+        cli.apply_override(config, path, raw)
+    assert config.optim.lr == 3e-4 and isinstance(config.optim.lr, float)
+    assert config.total_steps == 7 and config.data.random_flip is True
+    assert config.ema.decays == (0.9, 0.99) and config.noise.schedule_params.b == 0.25
+    assert config.data.data_dir == "/x" and config.sampling.method == "euler"
+    assert config.model.overrides.depth == 3
+    cli.apply_override(config, "model.overrides.mlp_ratio", "2.0")  # an open section
+    assert config.model.overrides.mlp_ratio == 2.0
+    assert cli.split_overrides(["m", "--config.a.b", "1", "--workdir=w", "--config.c=2"]) == (
+        ["m", "--workdir=w"], [("a.b", "1"), ("c", "2")],
+    )  # fmt: skip
+
+
+def test_a_broken_config_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def get_config(arg=None):\n    raise RuntimeError('boom\\nmore')\n")
+    status, err = run_cli(capsys, [f"--config={bad}"], tmp_path / "w")
+    assert status == 2 and err == [
+        f"config error: --config: cannot load '{bad}' (RuntimeError: boom); allowed: "
+        + ", ".join(f"configs/{n}" for n in sorted(os.listdir(os.path.join(REPO, "configs")))
+                    if n.endswith(".py"))
+    ]  # fmt: skip
 
 
 def test_help_lists_configs_and_fields(capsys):

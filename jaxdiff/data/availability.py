@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from absl import logging as absl_logging
+
 from jaxdiff.data import latent_format
 from jaxdiff.data.sources import ENCODE_COMMAND, config_get
 from jaxdiff.errors import ConfigError
@@ -57,13 +59,20 @@ def check_tfds(name: str, data_dir: str | None, field: str = "data.name") -> str
 
     if data_dir and not os.path.isdir(data_dir):
         raise ConfigError("data.data_dir", f"no such directory {data_dir!r}", "a TFDS data_dir")
+    # TFDS warns through absl about a version folder without dataset_info.json: the
+    # not-prepared case, which this function reports in one line of its own
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
+        prepared = builder.is_prepared()
     except tfds.core.registered.DatasetNotFoundError:
         raise ConfigError(field, f"{name!r} is not a TFDS dataset", "a TFDS dataset name") from None
     except (ValueError, AssertionError) as err:  # e.g. an unknown config or version
         raise ConfigError(field, " ".join(str(err).split())) from None
-    if not builder.is_prepared():
+    finally:
+        absl_logging.set_verbosity(level)
+    if not prepared:
         message = prepare.not_prepared_message(name, builder, field)
         raise ConfigError(field, message.removeprefix(f"{field}: "))
     fmt = builder.info.file_format
