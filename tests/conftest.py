@@ -9,12 +9,19 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip()
 
-# One persistent XLA compilation cache for the whole run (subprocesses included), so the
-# many tiny identical train steps compile once.
+# One persistent XLA compilation cache for the whole run (subprocesses and pytest-xdist
+# workers included: they share the run's id), so the many tiny identical train steps compile
+# once.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     import tempfile
 
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxdiff-xla-cache-")
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_id:
+        cache = os.path.join(tempfile.gettempdir(), f"jaxdiff-xla-cache-{run_id}")
+        os.makedirs(cache, exist_ok=True)
+    else:
+        cache = tempfile.mkdtemp(prefix="jaxdiff-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 

@@ -25,6 +25,18 @@ CASES = [
     (["--config.optim.warmup_steps=100"], "optim.warmup_steps"),  # > total_steps = 6
     (["--config.sampling.num_grid=0"], "sampling.num_grid"),
     (["--config.sampling.eta=-1"], "sampling.eta"),
+    (["--config.sampling.method=heun", "--config.sampling.churn=-1"], "sampling.churn"),
+    (["--config.sampling.churn=40"], "sampling.churn"),  # ddim takes no churn
+    (
+        [
+            "--config.sampling.method=heun",
+            "--config.sampling.s_tmin=2",
+            "--config.sampling.s_tmax=1",
+        ],
+        "sampling.s_tmax",
+    ),
+    (["--config.sampling.s_noise=1.007"], "sampling.s_noise"),  # ddim takes no noise scale
+    (["--config.sampling.method=euler", "--config.sampling.s_noise=nan"], "sampling.s_noise"),
     (["--config.data.num_classes=5"], "data.num_classes"),
     (["--config.seed=99999999999999999999"], "seed"),
     (["--config.seed=-1"], "seed"),

@@ -315,3 +315,18 @@ def test_carry_guidance_and_float32_default(method):
     jax.effects_barrier()
     np.testing.assert_array_equal(out, ref)
     assert sorted(seen) == list(range(sampling.num_evaluations(method, steps)))
+
+
+def test_config_edm_options_reach_the_sampler():
+    """sampling.churn / s_tmin / s_tmax / s_noise are config fields the run's sampler gets
+    (the base config: EDM's deterministic sampler, churn 0, no σ bound, noise scale 1)."""
+    from tiny_config import tiny
+
+    from jaxdiff.training import generate
+
+    kw = generate._sampling_kwargs(tiny())
+    assert (kw["churn"], kw["s_tmin"], kw["s_tmax"], kw["s_noise"]) == (0.0, 0.0, math.inf, 1.0)
+    c = tiny(**{"sampling.method": "heun", "sampling.churn": 40.0, "sampling.s_tmin": 0.05,
+                "sampling.s_tmax": 50.0, "sampling.s_noise": 1.003})  # fmt: skip
+    kw = generate._sampling_kwargs(c)
+    assert (kw["churn"], kw["s_tmin"], kw["s_tmax"], kw["s_noise"]) == (40.0, 0.05, 50.0, 1.003)

@@ -12,7 +12,12 @@ import numbers
 from jaxdiff import noise
 from jaxdiff.errors import ConfigError
 from jaxdiff.sampling.respace import DDPM_LINEAR_GRID, NUM_TRAIN_STEPS
-from jaxdiff.sampling.samplers import VARIANCES, list_samplers
+from jaxdiff.sampling.samplers import (
+    CHURN_METHODS,
+    NOISE_SCALE_METHODS,
+    VARIANCES,
+    list_samplers,
+)
 
 
 def _number(value) -> bool:
@@ -35,6 +40,21 @@ def _count(s, name: str, hi: int | None = None) -> None:
         raise ConfigError(f"sampling.{name}", f"got {value}", f"an integer in [1, {hi}]")
 
 
+def _edm_fields(s) -> None:
+    """EDM's stochastic options: churn (euler, heun), its σ range, the noise scale."""
+    _finite(s, "churn", 0.0, "a finite number >= 0 (0 = deterministic)")
+    _finite(s, "s_tmin", 0.0, "a finite σ >= 0")
+    if not _number(s.s_tmax) or not s.s_tmax >= s.s_tmin:
+        raise ConfigError("sampling.s_tmax", f"got {s.s_tmax!r}", f"a σ >= s_tmin={s.s_tmin}")
+    _finite(s, "s_noise", 0.0, "a finite number >= 0 (1 = EDM's default)")
+    if s.churn > 0.0 and s.method not in CHURN_METHODS:
+        raise ConfigError("sampling.churn", f"{s.churn} for {s.method!r}", list(CHURN_METHODS))
+    if s.s_noise != 1.0 and s.method not in NOISE_SCALE_METHODS:
+        raise ConfigError(
+            "sampling.s_noise", f"{s.s_noise} for {s.method!r}", list(NOISE_SCALE_METHODS)
+        )
+
+
 def validate_sampling(s, *, learn_sigma: bool, channels: int) -> None:
     """Checks ``config.sampling`` (``s``) for a network with ``channels`` data channels that
     does (``learn_sigma``) or does not return a learned variance."""
@@ -55,6 +75,7 @@ def validate_sampling(s, *, learn_sigma: bool, channels: int) -> None:
         raise ConfigError(
             "sampling.guidance_lam_min", f"{lo} > guidance_lam_max={hi}", "lam_min <= lam_max"
         )
+    _edm_fields(s)
     if s.variance not in VARIANCES:
         raise ConfigError("sampling.variance", f"unknown {s.variance!r}", list(VARIANCES))
     if s.variance == "learned" and not learn_sigma:

@@ -15,6 +15,7 @@ bad value raises ConfigError naming it and the allowed keys.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -115,7 +116,10 @@ def base_config() -> ml_collections.ConfigDict:
         dict(method="ddim", steps=50, schedule="cosine", eta=0.0, variance="small",
              guidance_scale=1.0, guidance_lam_min=placeholder(float),
              guidance_lam_max=placeholder(float), guidance_channels=placeholder(int),
-             clip_x0=True, num_grid=64, batch_size=64)
+             clip_x0=True, num_grid=64, batch_size=64,
+             # EDM's stochastic sampling (Karras et al. 2022, Algorithm 2) for euler/heun:
+             # S_churn, the σ range it applies to, and the noise scale (also dpmpp_2m_sde's)
+             churn=0.0, s_tmin=0.0, s_tmax=math.inf, s_noise=1.0)
     )  # fmt: skip
     c.eval = ml_collections.ConfigDict(
         dict(num_samples=1000, fid_stats="", inception_weights="", quality_num_samples=500)
