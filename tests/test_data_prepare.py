@@ -182,7 +182,9 @@ def test_prepared_cifar10_is_read_and_trains(
     assert builder.is_prepared() and builder.info.file_format.value == "array_record"
 
     for split, (images, labels) in want.items():
-        src = make_source(data_fields(name="cifar10", data_dir=data_dir, image_size=32), split)
+        src = make_source(
+            data_fields(name="cifar10", data_dir=data_dir, image_size=32, channels=3), split
+        )
         assert len(src) == len(images)
         by_bytes = {
             x.tobytes(): y for x, y in zip(images, labels, strict=True)
@@ -192,7 +194,9 @@ def test_prepared_cifar10_is_read_and_trains(
             u8 = np.round((ex["image"] + 1.0) * 127.5).astype(np.uint8)
             assert by_bytes.pop(u8.tobytes()) == ex["label"]
         assert not by_bytes  # every image of the archive, each once
-    small = make_source(data_fields(name="cifar10", data_dir=data_dir, image_size=16), "test")[0]
+    small = make_source(
+        data_fields(name="cifar10", data_dir=data_dir, image_size=16, channels=3), "test"
+    )[0]
     assert small["image"].shape == (16, 16, 3)
 
     # A few training steps read it (the digits' tiny DiT, cheap to compile, on CIFAR-10).

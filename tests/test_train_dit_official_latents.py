@@ -8,6 +8,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from tiny_config import data_fields
 
 from jaxdiff import encode
 from jaxdiff.data import latent_format, make_source
@@ -35,7 +36,7 @@ def test_dit_official_tiny_trains_on_encoded_latents(tmp_path):
     ae = vae_lib.vae_from_config(
         dict(block_out_channels=[8, 16], layers_per_block=1, latent_channels=4, norm_num_groups=4)
     )
-    image_data = dict(name="imagefolder", data_dir="IMAGES", image_size=16)
+    image_data = data_fields(name="imagefolder", data_dir="IMAGES", image_size=16, channels=3)
     meta = encode.build_meta(image_data, "train", ae, 24, (16, 16, 3), flip=False, chunk_size=32)
     assert meta["shape"] == [8, 8, 4]
     latents = tmp_path / "latents"

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_config import data_fields
 
 from jaxdiff import encode
 from jaxdiff.models import vae as vae_lib
@@ -31,7 +32,7 @@ def tiny_vae(path: str):
 @pytest.mark.slow
 def test_tiny_latent_config_trains_samples_and_decodes(tmp_path):
     ae, _, vae_dir = tiny_vae(str(tmp_path / "vae"))
-    digits = dict(name="digits", image_size=16, channels=3, num_classes=10)
+    digits = data_fields(name="digits", image_size=16, channels=3, num_classes=10)
     latents = str(tmp_path / "latents")
     encode.encode_dataset(digits, vae_dir, latents, batch_size=64, chunk_size=512, progress=False)
 
