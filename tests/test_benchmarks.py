@@ -21,6 +21,7 @@ SMOKE = {
     "loop.py": ["--smoke"],
     "models.py": ["--smoke"],
     "samplers.py": ["--smoke", "--methods=ddim,dpmpp_2m"],  # (each method compiles)
+    "scaling.py": ["--smoke"],
     "train_step.py": ["--smoke"],
     "vae.py": ["--smoke"],
 }  # fmt: skip

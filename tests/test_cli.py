@@ -78,6 +78,8 @@ ENTRY_POINTS = {
     "benchmarks.models": (_main("benchmarks.models"), "python benchmarks/models.py", "plain-dense"),
     "benchmarks.samplers": (
         _main("benchmarks.samplers"), "python benchmarks/samplers.py", "no_torch"),
+    "benchmarks.scaling": (
+        _main("benchmarks.scaling"), "python benchmarks/scaling.py", "compute-dtype"),
     "benchmarks.train_step": (
         _main("benchmarks.train_step"), "python benchmarks/train_step.py", "no-torch"),
     "benchmarks.vae": (_main("benchmarks.vae"), "python benchmarks/vae.py", "no-append"),
