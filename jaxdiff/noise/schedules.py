@@ -176,8 +176,9 @@ class Schedule:
 
         P(λ = hi) = t(hi) and P(λ = lo) = 1 − t(lo) of the unclipped formula, computed once in
         float64 on the host (a tail below 1e−6 by integrating `density` below lo instead, so
-        tiny lower tails keep their relative accuracy); (0, 0) for a `closed` schedule, whose
-        formula reaches its range without clipping. Python floats, usable inside jit.
+        tiny lower tails keep their relative accuracy); (0, 0) for a `closed` schedule whose
+        formula stays inside [LOGSNR_MIN, LOGSNR_MAX] (e.g. `ddpm_linear` with a table beyond
+        −20 has an atom at −20). Python floats, usable inside jit.
         """
         return _clip_masses(dataclasses.replace(self, shift=0.0))
 
@@ -207,9 +208,12 @@ class Schedule:
         lam = _as_float(lam) - self.shift
         entry = self._entry
         if entry.inverse is not None:
-            return entry.inverse(lam, **self.params)
-        fn = functools.partial(entry.formula, **self.params)
-        return bisect_inverse(fn, lam)
+            t = entry.inverse(lam, **self.params)
+        else:
+            t = bisect_inverse(functools.partial(entry.formula, **self.params), lam)
+        # a closed-form inverse can round a few ulps past the ends for λ outside the range
+        # (sigmoid in float32, cosine_power with start > 0): keep the documented [0, 1]
+        return jnp.clip(t, 0.0, 1.0)
 
     def density(self, lam: jax.typing.ArrayLike) -> jax.Array:
         """p(λ) = |dt/dλ| of λ(t) for t ~ U(0, 1) (the unclipped formula's density)."""
@@ -242,9 +246,14 @@ def _lower_tail_integral(schedule: Schedule, lo: float) -> float:
 
 @functools.lru_cache(maxsize=512)
 def _clip_masses(schedule: Schedule) -> tuple[float, float]:
-    if schedule._entry.closed:  # strictly decreasing on [0, 1]: nothing is clipped
-        return 0.0, 0.0
     lo, hi = schedule.logsnr_range
+    entry = schedule._entry
+    if entry.closed:  # strictly decreasing on [0, 1]: clipped only where it leaves [lo, hi]
+        f_lo, f_hi = (-np.inf, np.inf)
+        if entry.logsnr_range is not None:
+            f_lo, f_hi = entry.logsnr_range(**schedule.params)
+        if f_lo >= lo and f_hi <= hi:
+            return 0.0, 0.0
     with jax.ensure_compile_time_eval(), jax.enable_x64(True):
         t_of = jax.jit(schedule.t_from_logsnr)
         t = np.asarray(t_of(np.array([lo, hi], np.float64)), np.float64)
